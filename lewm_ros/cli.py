@@ -32,8 +32,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            # Only tolerate the subcommand's own module missing, never its dependencies.
-            if error.name != module_name:
+            # Only tolerate the subcommand's own module (or its package) missing, never a
+            # dependency of it.
+            if error.name is None or not (module_name + '.').startswith(error.name + '.'):
                 raise
             continue
         module.add_arguments(sub)
