@@ -35,8 +35,8 @@ def share_dir() -> Path:
     """Return the directory that holds ``launch/``, ``config/``, ``urdf/`` and ``models/``.
 
     Search order: the ament index (colcon install, needs ``AMENT_PREFIX_PATH``), the source
-    checkout this module was imported from, then ``share/lewm_ros`` under the interpreter's
-    prefixes (pip install).
+    checkout this module was imported from, ``share/lewm_ros`` under the install prefix that
+    holds this module, then ``share/lewm_ros`` under the interpreter's prefixes (pip install).
 
     Raises:
         FileNotFoundError: when none of these locations holds the package data.
@@ -45,9 +45,16 @@ def share_dir() -> Path:
     ament = _ament_share_dir()
     if ament is not None:
         candidates.append(ament)
-    candidates.append(Path(__file__).resolve().parent.parent)
+    module_dir = Path(__file__).resolve().parent
+    candidates.append(module_dir.parent)
+    # A pip install places the data in <prefix>/share/lewm_ros and the code in
+    # <prefix>/lib/pythonX.Y/site-packages/lewm_ros (or <target>/lewm_ros with --target), and
+    # <prefix> need not be the running interpreter's prefix (PYTHONPATH, --prefix, --target).
+    for ancestor in module_dir.parents[:4]:
+        candidates.append(ancestor / 'share' / PACKAGE_NAME)
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, os.path.expanduser('~/.local'))):
         candidates.append(Path(prefix) / 'share' / PACKAGE_NAME)
+    candidates = list(dict.fromkeys(candidates))
 
     for path in candidates:
         if _is_share_dir(path):
@@ -59,7 +66,7 @@ def share_dir() -> Path:
 
 
 def share_path(*parts: str) -> Path:
-    """Return a path inside :func:`share_dir`, e.g. ``share_path('config', 'sim.yaml')``."""
+    """Return a path inside the share directory, for example ``config/sim.yaml``."""
     return share_dir().joinpath(*parts)
 
 
@@ -72,12 +79,19 @@ def resolve(path: str | os.PathLike) -> Path:
         FileNotFoundError: when the path exists neither as given nor under the share directory.
     """
     given = Path(os.path.expanduser(str(path)))
-    if given.is_absolute() or given.exists():
-        if not given.exists():
-            raise FileNotFoundError(f'{given} does not exist')
+    if given.exists():
         return given
-    shared = share_dir() / given
+    if given.is_absolute():
+        raise FileNotFoundError(f'{given} does not exist; check the path')
+    try:
+        share = share_dir()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f'{path} not found in the working directory {Path.cwd()}, and the lewm_ros share '
+            f'directory is missing: {error}') from error
+    shared = share / given
     if shared.exists():
         return shared
     raise FileNotFoundError(
-        f'{path} not found in the working directory or in {share_dir()}; pass an absolute path')
+        f'{path} not found in the working directory {Path.cwd()} or in {share}; pass an '
+        'absolute path')
