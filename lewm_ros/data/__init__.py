@@ -1,0 +1,1 @@
+"""Episode datasets: simulated collection, rosbag2 import, clip sampling (no ROS imports)."""
