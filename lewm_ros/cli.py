@@ -1,4 +1,4 @@
-"""The ``lewm`` command-line tool.
+"""lewm: collect data, train and evaluate world models, bring up the stack, benchmark.
 
 Each subcommand lives in its own module that defines ``add_arguments(parser)`` and
 ``run(args) -> int``. The modules are imported to build the parser, so they keep heavy imports

@@ -92,6 +92,6 @@ def resolve(path: str | os.PathLike) -> Path:
     shared = share / given
     if shared.exists():
         return shared
+    searched = ' or in '.join(str(d) for d in dict.fromkeys((Path.cwd(), share)))
     raise FileNotFoundError(
-        f'{path} not found in the working directory {Path.cwd()} or in {share}; pass an '
-        'absolute path')
+        f'{path} not found in the working directory {searched}; pass an absolute path')

@@ -12,8 +12,6 @@ import configparser
 import importlib.util
 from pathlib import Path
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -84,17 +82,6 @@ def evaluate(node, tree: ast.Module) -> object:
     builtins = {'list': list, 'str': str}
     return eval(compile(ast.Expression(node), '<launch>', 'eval'), {'__builtins__': builtins},
                 names)
-
-
-@pytest.fixture(scope='module')
-def installed_share(tmp_path_factory) -> Path:
-    """Share directory of a pip install of the repository into a temporary prefix."""
-    prefix = tmp_path_factory.mktemp('prefix')
-    subprocess.run(
-        [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--no-build-isolation',
-         '--prefix', str(prefix), str(REPO)],
-        check=True, capture_output=True)
-    return prefix / 'share' / 'lewm_ros'
 
 
 @pytest.fixture(params=LAUNCH_FILES, ids=lambda p: p.name)
