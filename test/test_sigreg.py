@@ -1,5 +1,6 @@
 """SIGReg: known answers, ordering of failure cases, reproducibility, distributed equality."""
 
+import datetime
 import math
 import os
 import socket
@@ -154,7 +155,8 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ['MASTER_ADDR'] = '127.0.0.1'
     os.environ['MASTER_PORT'] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world)
+    dist.init_process_group('gloo', rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     try:
         data = torch.load(os.path.join(folder, 'inputs.pt'))
         start = sum(SIZES[:rank])
@@ -185,8 +187,17 @@ def test_distributed_equals_single_process_on_global_batch():
     weight = torch.randn(DIM, DIM, generator=gen, dtype=torch.float64) * 0.5
     with tempfile.TemporaryDirectory() as folder:
         torch.save({'z': z, 'x': x, 'weight': weight}, os.path.join(folder, 'inputs.pt'))
-        mp.spawn(_worker, args=(len(SIZES), _free_port(), folder), nprocs=len(SIZES),
-                 join=True)
+        for attempt in range(3):
+            # The free port can be taken by another process between the probe and the
+            # rendezvous (parallel test runs); a fresh port then fixes it. Wrong values never
+            # raise in the workers, they fail the assertions below.
+            try:
+                mp.spawn(_worker, args=(len(SIZES), _free_port(), folder), nprocs=len(SIZES),
+                         join=True)
+                break
+            except mp.ProcessRaisedException:
+                if attempt == 2:
+                    raise
         results = [torch.load(os.path.join(folder, f'rank{r}.pt')) for r in range(len(SIZES))]
 
     directions = random_directions(DIM, DIRECTIONS, seed=100, dtype=torch.float64)
