@@ -196,33 +196,30 @@ class ModelConfig:
             raise ValueError(f'{what} must have last dimension {size}, got shape '
                              f'{tuple(actions.shape)}')
 
+    def _zscore(self, values, block: bool, inverse: bool):
+        values = values if isinstance(values, torch.Tensor) else np.asarray(values)
+        if block:
+            self._check_last(values, self.action_block_dim, 'action blocks')
+        else:
+            self._check_last(values, self.action_dim, 'actions')
+        mean, std = self._stats(values, block)
+        return values * std + mean if inverse else (values - mean) / std
+
     def normalize_actions(self, actions):
         """Raw actions ``(..., A)`` (radians) -> z-scored actions. Tensor or array in, same out."""
-        actions = actions if isinstance(actions, torch.Tensor) else np.asarray(actions)
-        self._check_last(actions, self.action_dim, 'actions')
-        mean, std = self._stats(actions, block=False)
-        return (actions - mean) / std
+        return self._zscore(actions, block=False, inverse=False)
 
     def denormalize_actions(self, actions):
         """Z-scored actions ``(..., A)`` -> raw actions in radians."""
-        actions = actions if isinstance(actions, torch.Tensor) else np.asarray(actions)
-        self._check_last(actions, self.action_dim, 'actions')
-        mean, std = self._stats(actions, block=False)
-        return actions * std + mean
+        return self._zscore(actions, block=False, inverse=True)
 
     def normalize_blocks(self, blocks):
         """Raw action blocks ``(..., frameskip*A)`` -> z-scored blocks."""
-        blocks = blocks if isinstance(blocks, torch.Tensor) else np.asarray(blocks)
-        self._check_last(blocks, self.action_block_dim, 'action blocks')
-        mean, std = self._stats(blocks, block=True)
-        return (blocks - mean) / std
+        return self._zscore(blocks, block=True, inverse=False)
 
     def denormalize_blocks(self, blocks):
         """Z-scored action blocks ``(..., frameskip*A)`` -> raw blocks in radians."""
-        blocks = blocks if isinstance(blocks, torch.Tensor) else np.asarray(blocks)
-        self._check_last(blocks, self.action_block_dim, 'action blocks')
-        mean, std = self._stats(blocks, block=True)
-        return blocks * std + mean
+        return self._zscore(blocks, block=True, inverse=True)
 
     def actions_to_blocks(self, actions):
         """``(..., K*frameskip, A)`` actions -> ``(..., K, frameskip*A)`` blocks (a reshape)."""
