@@ -1,0 +1,146 @@
+"""Training data from one or more HDF5 episode files, split by episode.
+
+Several files (for example one per exploration policy) are trained on as one dataset: their
+episodes are numbered in the order of the files, the validation split is drawn over all of them,
+and every action block is z-scored with statistics over the actions of all files.
+"""
+
+import hashlib
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Split episode indices into (train, validation), seeded, at least one training episode."""
+    order = np.random.default_rng(seed).permutation(num_episodes)
+    count = int(round(val_fraction * num_episodes)) if num_episodes > 1 else 0
+    count = min(max(count, 1 if val_fraction > 0 and num_episodes > 1 else 0),
+                num_episodes - 1)
+    return sorted(order[count:].tolist()), sorted(order[:count].tolist())
+
+
+class EpisodeFiles:
+    """The episode files of a run: metadata, episode numbering, action statistics, fingerprint.
+
+    Args:
+        paths: HDF5 episode files with the same joints, control period and frame size.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: when the files disagree on joints, control period or frame size.
+    """
+
+    def __init__(self, paths) -> None:
+        from pathlib import Path
+
+        import h5py
+
+        from lewm_ros.data.clips import action_stats, compute_action_stats, data_fingerprint
+        from lewm_ros.data.episodes import validate_episode_file
+
+        self.paths = [str(p) for p in paths]
+        if not self.paths:
+            raise ValueError('no episode file given')
+        self.attrs, self.episode_counts, frame_shapes, actions = [], [], [], []
+        for path in self.paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f'episode file {path} not found; record one with '
+                                        'lewm collect')
+            self.attrs.append(validate_episode_file(path))
+            with h5py.File(path, 'r') as file:
+                self.episode_counts.append(len(file['ep_len']))
+                frame_shapes.append(tuple(file['pixels'].shape[1:]))
+                if len(self.paths) > 1:
+                    actions.append(file['action'][()])
+        first = self.attrs[0]
+        for path, attrs, shape in zip(self.paths, self.attrs, frame_shapes):
+            if list(attrs['joint_names']) != list(first['joint_names']):
+                raise ValueError(f'{path} has joints {attrs["joint_names"]}, '
+                                 f'{self.paths[0]} has {first["joint_names"]}')
+            if abs(float(attrs['control_period']) - float(first['control_period'])) > 1e-9:
+                raise ValueError(f'{path} has control period {attrs["control_period"]} s, '
+                                 f'{self.paths[0]} has {first["control_period"]} s')
+            if shape != frame_shapes[0]:
+                raise ValueError(f'{path} has frames of shape {shape}, {self.paths[0]} has '
+                                 f'{frame_shapes[0]}; record all files at one --image-size')
+        fingerprints = [data_fingerprint(path) for path in self.paths]
+        if len(self.paths) == 1:
+            self.action_mean, self.action_std = action_stats(self.paths[0])
+            self.fingerprint = fingerprints[0]
+        else:
+            self.action_mean, self.action_std = compute_action_stats(np.concatenate(actions))
+            self.fingerprint = hashlib.sha256(':'.join(fingerprints).encode()).hexdigest()
+        self.joint_names = [str(name) for name in first['joint_names']]
+        self.control_period = float(first['control_period'])
+        self.frame_shape = frame_shapes[0]
+
+    @property
+    def num_episodes(self) -> int:
+        return int(sum(self.episode_counts))
+
+    def local_episodes(self, episodes) -> list[list[int]]:
+        """Map global episode indices to per-file lists of episode indices."""
+        offsets = np.concatenate([[0], np.cumsum(self.episode_counts)])
+        per_file = [[] for _ in self.paths]
+        for episode in episodes:
+            index = int(np.searchsorted(offsets, episode, side='right')) - 1
+            per_file[index].append(int(episode - offsets[index]))
+        return per_file
+
+    def clips(self, episodes, history: int, frameskip: int) -> 'ClipSet | None':
+        """Return the clips of the given global episodes, or None when they have none."""
+        from lewm_ros.data.clips import ClipDataset
+
+        datasets = []
+        for path, local in zip(self.paths, self.local_episodes(episodes)):
+            if not local:
+                continue
+            try:
+                datasets.append(ClipDataset(path, history=history, num_preds=1,
+                                            frameskip=frameskip, episodes=local))
+            except ValueError as error:
+                logger.warning('%s: %s', path, error)
+        if not datasets:
+            return None
+        return ClipSet(datasets, self.action_mean, self.action_std)
+
+
+class ClipSet:
+    """Several ClipDatasets indexed as one, with actions z-scored by shared statistics."""
+
+    def __init__(self, datasets, action_mean, action_std) -> None:
+        self.datasets = datasets
+        self.sizes = np.cumsum([len(d) for d in datasets])
+        self.rescale = []
+        for dataset in datasets:
+            # ClipDataset z-scores with its file's statistics; map those to the shared ones.
+            scale = np.asarray(dataset.action_std) / np.asarray(action_std)
+            shift = (np.asarray(dataset.action_mean) - np.asarray(action_mean)) / \
+                np.asarray(action_std)
+            same = np.allclose(scale, 1.0) and np.allclose(shift, 0.0)
+            self.rescale.append(None if same else (np.tile(scale, dataset.frameskip),
+                                                   np.tile(shift, dataset.frameskip)))
+
+    def __len__(self) -> int:
+        return int(self.sizes[-1])
+
+    def batch(self, indices):
+        """Stack clips into uint8 pixels ``(B, T, H, W, 3)`` and blocks ``(B, T, F*A)``."""
+        import torch
+
+        pixels, blocks = [], []
+        for index in indices:
+            which = int(np.searchsorted(self.sizes, index, side='right'))
+            local = int(index) - (int(self.sizes[which - 1]) if which else 0)
+            item = self.datasets[which][local]
+            action = item['action']
+            if self.rescale[which] is not None:
+                scale, shift = self.rescale[which]
+                action = action * torch.from_numpy(scale).float() + \
+                    torch.from_numpy(shift).float()
+            pixels.append(item['pixels'])
+            blocks.append(action)
+        return torch.stack(pixels), torch.stack(blocks)
