@@ -86,3 +86,16 @@ def parse_bool(value: str | bool) -> bool:
     if text in ('false', '0', 'no', 'off'):
         return False
     raise ValueError(f'invalid boolean {value!r}: use true or false')
+
+
+def node_parameters(document: dict, name: str) -> dict:
+    """Return the ``ros__parameters`` mapping of node ``name`` in a parsed parameter YAML.
+
+    The shipped files key nodes as ``/**/<name>`` (any namespace); a plain ``<name>`` key is
+    accepted too. A missing section is created under ``/**/<name>``, so callers can add
+    overrides.
+    """
+    for key in (f'/**/{name}', name, f'/{name}'):
+        if key in document:
+            return document[key].setdefault('ros__parameters', {})
+    return document.setdefault(f'/**/{name}', {}).setdefault('ros__parameters', {})

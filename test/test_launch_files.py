@@ -192,10 +192,12 @@ def test_parameter_files_name_stack_nodes(installed_share):
         document = yaml.safe_load((installed_share / relative).read_text())
         assert isinstance(document, dict), relative
         for key, section in document.items():
-            assert key in node_names or key.endswith('**'), f'{relative}: unknown node {key}'
+            # '/**/<node>' matches the node in any namespace (the launch namespace argument).
+            node = key.removeprefix('/**/')
+            assert node in node_names, f'{relative}: unknown node {key}'
             assert set(section) == {'ros__parameters'}, f'{relative}: {key}'
     robot = yaml.safe_load((installed_share / stack.ROBOT_PARAMS_FILE).read_text())
-    assert 'sim_node' not in robot, 'the real-robot parameters must not configure the simulator'
+    assert '/**/sim_node' not in robot, 'the real-robot parameters must not configure the sim'
 
 
 def test_setup_cfg_installs_scripts_under_lib():
