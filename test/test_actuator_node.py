@@ -4,10 +4,10 @@ import math
 import os
 from pathlib import Path
 import subprocess
-import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from helpers import nodes
 import numpy as np
 import pytest
 import rclpy
@@ -43,15 +43,15 @@ UPPER = np.array([1.0, 0.5, math.inf])
 # same DDS domain cannot reach this node.
 NODE_NAME = f'actuator_node_{os.getpid()}'
 PREFIX = f'/actuator_test_{os.getpid()}'
-TOPICS = {
-    'plan_topic': PREFIX + common.PLAN_TOPIC,
-    'joint_states_topic': PREFIX + common.JOINT_STATES_TOPIC,
-    'surprise_topic': PREFIX + common.SURPRISE_TOPIC,
-    'robot_description_topic': PREFIX + common.ROBOT_DESCRIPTION_TOPIC,
-    'trajectory_command_topic': PREFIX + common.TRAJECTORY_COMMAND_TOPIC,
-    'forward_command_topic': PREFIX + common.FORWARD_COMMAND_TOPIC,
-    'diagnostics_topic': PREFIX + common.DIAGNOSTICS_TOPIC,
-}
+TOPICS = nodes.prefixed_topics(PREFIX, {
+    'plan_topic': common.PLAN_TOPIC,
+    'joint_states_topic': common.JOINT_STATES_TOPIC,
+    'surprise_topic': common.SURPRISE_TOPIC,
+    'robot_description_topic': common.ROBOT_DESCRIPTION_TOPIC,
+    'trajectory_command_topic': common.TRAJECTORY_COMMAND_TOPIC,
+    'forward_command_topic': common.FORWARD_COMMAND_TOPIC,
+    'diagnostics_topic': common.DIAGNOSTICS_TOPIC,
+})
 
 pytestmark = pytest.mark.ros
 
@@ -68,26 +68,12 @@ def _ros_env() -> dict:
 
 def start_node(tmp_path: Path, name: str, **params) -> subprocess.Popen:
     """Start actuator_node as a subprocess with ``params``; its log goes to tmp_path."""
-    args = [sys.executable, '-m', 'lewm_ros.nodes.actuator_node', '--ros-args',
-            '-r', f'__node:={NODE_NAME}']
-    for key, value in {**TOPICS, **params}.items():
-        if isinstance(value, (list, tuple)):
-            value = '[' + ', '.join(str(v) for v in value) + ']'
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        args += ['-p', f'{key}:={value}']
-    log = open(tmp_path / f'{name}.log', 'w')
-    return subprocess.Popen(args, env=_ros_env(), stdout=log, stderr=subprocess.STDOUT)
+    return nodes.start_node('lewm_ros.nodes.actuator_node', NODE_NAME, {**TOPICS, **params},
+                            _ros_env(), tmp_path / f'{name}.log')
 
 
 def stop_node(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    nodes.stop_process(process)
 
 
 class Harness:

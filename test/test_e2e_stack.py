@@ -4,6 +4,7 @@ Runs the four nodes with config/sim.yaml and the shipped model, as ``lewm demo``
 sends the first five goals of ``lewm_ros.demo.GOALS``. At least four must be reached.
 """
 
+from helpers import nodes
 import pytest
 
 from lewm_ros import paths
@@ -12,27 +13,18 @@ from lewm_ros.stack import node_parameters
 
 pytestmark = pytest.mark.ros
 
-MODEL = 'models/reach_small'
 SUCCESS_DISTANCE = 0.05  # m, the lewm demo default
 HOLD = 1.0  # simulated s
 TIMEOUT = 30.0  # simulated s per goal
 
 
-def shipped_model():
-    try:
-        directory = paths.share_path(MODEL)
-    except FileNotFoundError:
-        return None
-    return directory if (directory / 'config.json').is_file() else None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(shipped_model() is None,
-                    reason=f'{MODEL} does not exist yet; train it with `lewm train` first')
+@pytest.mark.skipif(nodes.shipped_model() is None,
+                    reason=f'{nodes.SHIPPED_MODEL} is missing; train it with `lewm train` first')
 def test_stack_reaches_four_of_five_goals(tmp_path):
     from lewm_ros.bringup import Stack
 
-    stack = Stack(sim=True, values={'model': str(shipped_model())}, log_level='warn')
+    stack = Stack(sim=True, values={'model': str(nodes.shipped_model())}, log_level='warn')
     monitor = None
     results = []
     with stack:

@@ -13,6 +13,7 @@ checks, and the towards-the-goal check is skipped.
 import subprocess
 import time
 
+from helpers import nodes
 import numpy as np
 import pytest
 import yaml
@@ -24,17 +25,8 @@ from lewm_ros.stack import node_parameters, NODES
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
-MODEL = 'models/reach_small'
 # Joint motion allowed while the actuator holds position (rad): servo settling only.
 HOLD_TOLERANCE = 0.01
-
-
-def shipped_model():
-    try:
-        directory = paths.share_path(MODEL)
-    except FileNotFoundError:
-        return None
-    return directory if (directory / 'config.json').is_file() else None
 
 
 # Planner and actuator settings of the test. Plans cover 8 blocks of 5 steps (4 s), much longer
@@ -49,7 +41,7 @@ def stack_setup(tmp_path_factory):
     """Return (model directory, parameter file, trained) for the stack under test."""
     tmp_path = tmp_path_factory.mktemp('faults')
     params = yaml.safe_load(paths.share_path('config/sim.yaml').read_text())
-    model = shipped_model()
+    model = nodes.shipped_model()
     if model is None:
         import torch
 
@@ -64,7 +56,7 @@ def stack_setup(tmp_path_factory):
     node_parameters(params, 'actuator_node')['plan_timeout'] = PLAN_TIMEOUT
     params_file = tmp_path / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params))
-    return model, params_file, shipped_model() is not None
+    return model, params_file, nodes.shipped_model() is not None
 
 
 def joints_between(monitor: StackMonitor, start: float, end: float) -> np.ndarray:

@@ -13,6 +13,7 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers import nodes
 import numpy as np
 import pytest
 import rclpy
@@ -37,14 +38,14 @@ RNG = np.random.default_rng(0)
 # same DDS domain cannot reach this node.
 NODE_NAME = f'perception_node_{os.getpid()}'
 PREFIX = f'/perception_test_{os.getpid()}'
-TOPICS = {
-    'image_topic': PREFIX + common.CAMERA_IMAGE_TOPIC,
-    'latent_topic': PREFIX + common.LATENT_TOPIC,
-    'goal_image_topic': PREFIX + common.GOAL_IMAGE_TOPIC,
-    'goal_latent_topic': PREFIX + common.GOAL_LATENT_TOPIC,
-    'model_info_topic': PREFIX + common.MODEL_INFO_TOPIC,
-    'diagnostics_topic': PREFIX + common.DIAGNOSTICS_TOPIC,
-}
+TOPICS = nodes.prefixed_topics(PREFIX, {
+    'image_topic': common.CAMERA_IMAGE_TOPIC,
+    'latent_topic': common.LATENT_TOPIC,
+    'goal_image_topic': common.GOAL_IMAGE_TOPIC,
+    'goal_latent_topic': common.GOAL_LATENT_TOPIC,
+    'model_info_topic': common.MODEL_INFO_TOPIC,
+    'diagnostics_topic': common.DIAGNOSTICS_TOPIC,
+})
 
 pytestmark = pytest.mark.ros
 

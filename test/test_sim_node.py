@@ -4,10 +4,10 @@ import math
 import os
 from pathlib import Path
 import subprocess
-import sys
 import time
 
 from geometry_msgs.msg import PointStamped
+from helpers import nodes
 import numpy as np
 import pytest
 from rcl_interfaces.srv import SetParameters
@@ -34,27 +34,12 @@ SETTLE_TOLERANCE = 0.02
 
 def start_sim(tmp_path: Path, env: dict, name: str, **params) -> subprocess.Popen:
     """Start sim_node with ``params`` under the node name ``name``; its log goes to tmp_path."""
-    args = [sys.executable, '-m', 'lewm_ros.nodes.sim_node', '--ros-args',
-            '-r', f'__node:={name}', '-r', f'__ns:=/{name}_ns']
-    for key, value in params.items():
-        if isinstance(value, (list, tuple)):
-            value = '[' + ', '.join(repr(v) if isinstance(v, str) else str(v)
-                                    for v in value) + ']'
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        args += ['-p', f'{key}:={value}']
-    log = open(tmp_path / f'{name}.log', 'w')
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return nodes.start_node('lewm_ros.nodes.sim_node', name, params, env,
+                            tmp_path / f'{name}.log', namespace=f'/{name}_ns')
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    nodes.stop_process(process)
 
 
 class SimProbe:
