@@ -20,7 +20,6 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from lewm_ros.nodes import common
 
-REPO = Path(__file__).resolve().parent.parent
 URDF = """<?xml version="1.0"?>
 <robot name="test_arm">
   <link name="base"/><link name="l1"/><link name="l2"/><link name="l3"/>
@@ -56,20 +55,10 @@ TOPICS = nodes.prefixed_topics(PREFIX, {
 pytestmark = pytest.mark.ros
 
 
-def _ros_env() -> dict:
-    """Return the environment of a node process: the module's DDS domain, set by conftest."""
-    env = dict(os.environ)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOCALHOST_ONLY='1', PYTHONUNBUFFERED='1',
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                        os.environ.get('PYTHONPATH')])))
-    return env
-
-
 def start_node(tmp_path: Path, name: str, **params) -> subprocess.Popen:
     """Start actuator_node as a subprocess with ``params``; its log goes to tmp_path."""
     return nodes.start_node('lewm_ros.nodes.actuator_node', NODE_NAME, {**TOPICS, **params},
-                            _ros_env(), tmp_path / f'{name}.log')
+                            nodes.node_env(), tmp_path / f'{name}.log')
 
 
 def stop_node(process: subprocess.Popen) -> None:

@@ -28,7 +28,6 @@ from lewm_ros.imaging import array_to_image
 from lewm_ros.model import LeWM, load_checkpoint, ModelConfig, save_checkpoint
 from lewm_ros.nodes import common
 
-REPO = Path(__file__).resolve().parent.parent
 JOINTS = ['j1', 'j2', 'j3']
 # 224 px with 8 px patches takes tens of milliseconds per frame on one CPU thread, so a flood
 # of frames is certain to outrun the encoder.
@@ -48,16 +47,6 @@ TOPICS = nodes.prefixed_topics(PREFIX, {
 })
 
 pytestmark = pytest.mark.ros
-
-
-def _ros_env() -> dict:
-    """Return the environment of a node process: the module's DDS domain, set by conftest."""
-    env = dict(os.environ)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOCALHOST_ONLY='1', PYTHONUNBUFFERED='1',
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                        os.environ.get('PYTHONPATH')])))
-    return env
 
 
 def _rss_mib(pid: int) -> float:
@@ -205,7 +194,8 @@ def perception(checkpoint, goal_file):
     latched_pub.publish(latched_msg)
     harness.latched_goal = (latched_msg, latched_rgb)
     with open(log_path, 'w') as log:
-        process = subprocess.Popen(args, env=_ros_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, env=nodes.node_env(), stdout=log,
+                                   stderr=subprocess.STDOUT)
     try:
         assert harness.goal_client.wait_for_service(timeout_sec=30.0), \
             'perception_node did not start: ' + log_path.read_text()

@@ -1,5 +1,6 @@
 """Helpers for tests that run lewm_ros nodes as separate processes."""
 
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 from lewm_ros import paths
 
 SHIPPED_MODEL = 'models/reach_small'
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def ros_parameter_arguments(params: dict) -> list[str]:
@@ -20,6 +22,19 @@ def ros_parameter_arguments(params: dict) -> list[str]:
             value = str(value).lower()
         arguments += ['-p', f'{key}:={value}']
     return arguments
+
+
+def node_env() -> dict:
+    """Return the environment of a node process.
+
+    It keeps the calling module's DDS domain (set in os.environ by conftest), discovers on
+    loopback only, and imports lewm_ros from this checkout.
+    """
+    env = dict(os.environ)
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOCALHOST_ONLY='1',
+               PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
+    return env
 
 
 def start_node(module: str, node_name: str, params: dict, env: dict, log_path: Path,
