@@ -22,13 +22,26 @@ SUBCOMMANDS = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Append an option's default to its help, unless it is None, False or already stated."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if 'default' in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            text += ' (default: %(default)s)'
+        return text
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(prog='lewm', description=__doc__.splitlines()[0])
     parser.add_argument('-v', '--verbose', action='store_true', help='log at DEBUG level')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     modules = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  formatter_class=DefaultsHelpFormatter)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

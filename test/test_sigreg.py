@@ -175,6 +175,8 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         torch.save({'value': value.detach(), 'grad': local.grad,
                     'shared_value': shared_value.detach(), 'weight_grad': grad},
                    os.path.join(folder, f'rank{rank}.pt'))
+        # Tearing gloo down while the peer is still communicating can abort the process.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -189,13 +191,14 @@ def test_distributed_equals_single_process_on_global_batch():
         torch.save({'z': z, 'x': x, 'weight': weight}, os.path.join(folder, 'inputs.pt'))
         for attempt in range(3):
             # The free port can be taken by another process between the probe and the
-            # rendezvous (parallel test runs); a fresh port then fixes it. Wrong values never
-            # raise in the workers, they fail the assertions below.
+            # rendezvous (parallel test runs), and gloo can abort a worker at teardown; a fresh
+            # start fixes both. Wrong values never raise in the workers, they fail the
+            # assertions below.
             try:
                 mp.spawn(_worker, args=(len(SIZES), _free_port(), folder), nprocs=len(SIZES),
                          join=True)
                 break
-            except mp.ProcessRaisedException:
+            except (mp.ProcessRaisedException, mp.ProcessExitedException):
                 if attempt == 2:
                     raise
         results = [torch.load(os.path.join(folder, f'rank{r}.pt')) for r in range(len(SIZES))]

@@ -68,6 +68,8 @@ def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
         for key in ('pred_loss', 'sigreg_loss'):
             tensors[key] = out[key].detach().reshape(1)
         save_file(tensors, os.path.join(output, f'rank{rank}.safetensors'))
+        # Tearing gloo down while the peer is still communicating can abort the process.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -40,16 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='checkpoint directory (default: the shipped models/reach_small)')
     parser.add_argument('-o', '--output', default=None,
                         help='directory for eval.json, eval.md and the video')
-    parser.add_argument('--episodes', type=int, default=50, help='reach episodes (50)')
+    parser.add_argument('--episodes', type=int, default=50, help='reach episodes')
     parser.add_argument('--seed', type=int, default=1000,
                         help='seed of the episodes; use one the training data never used '
                              '(default 1000)')
     parser.add_argument('--goal-offset', type=int, default=25,
-                        help='exploration steps from start to goal (25)')
+                        help='exploration steps from start to goal')
     parser.add_argument('--budget', type=int, default=None,
                         help='control steps per episode (default: twice the goal offset)')
     parser.add_argument('--radius', type=float, default=0.05,
-                        help='end-effector distance that counts as reached, metres (0.05)')
+                        help='end-effector distance that counts as reached, metres')
     parser.add_argument('--policy', default='waypoint',
                         help='exploration policy that makes start and goal states (waypoint)')
     parser.add_argument('--controllers', default=','.join(CONTROLLERS),

@@ -86,15 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'not given)')
     parser.add_argument('--batch-size', type=int, default=64,
                         help='clips per optimiser step over all ranks (default 64)')
-    parser.add_argument('--lr', type=float, default=5e-5, help='peak learning rate (5e-5)')
+    parser.add_argument('--lr', type=float, default=5e-5, help='peak learning rate')
     parser.add_argument('--weight-decay', type=float, default=1e-3,
-                        help='AdamW weight decay (1e-3)')
+                        help='AdamW weight decay')
     parser.add_argument('--warmup-fraction', type=float, default=0.01,
-                        help='fraction of the steps with linear warm-up (0.01)')
+                        help='fraction of the steps with linear warm-up')
     parser.add_argument('--grad-clip', type=float, default=1.0,
-                        help='gradient norm clip, 0 disables it (1.0)')
+                        help='gradient norm clip, 0 disables it')
     parser.add_argument('--val-fraction', type=float, default=0.1,
-                        help='fraction of the episodes held out for validation (0.1)')
+                        help='fraction of the episodes held out for validation')
     parser.add_argument('--val-batches', type=int, default=4,
                         help='validation batches per validation (default 4)')
     parser.add_argument('--val-every', type=int, default=0,
