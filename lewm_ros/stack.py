@@ -1,8 +1,8 @@
 """The nodes of the lewm_ros stack, listed once.
 
 ``launch/robot.launch.py`` and ``lewm bringup`` both build the stack from :data:`NODES`, so the
-two ways of starting it cannot drift apart. No ROS imports here: the launch file and the
-pip-only bringup both import this module.
+two ways of starting it cannot drift apart. No ROS imports here: the launch files and the
+pip-only bringup all import this module.
 """
 
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ class NodeSpec:
     """One node of the stack.
 
     Attributes:
-        name: ROS node name, also its key in the parameter YAML.
+        name: ROS node name; the parameter YAML keys it as ``/**/<name>``.
         executable: console script installed under ``lib/lewm_ros``.
         module: Python module with ``main()``, for starting it without the console script.
         arguments: launch arguments passed to it as parameters (besides ``use_sim_time``).
