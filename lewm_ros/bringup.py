@@ -2,8 +2,8 @@
 
 It starts the same nodes as ``launch/robot.launch.py`` (both read :mod:`lewm_ros.stack`) with
 the same parameter files, forwards Ctrl-C to every node and stops them all when any one exits.
-robot_state_publisher is not started (it is not on PyPI); the nodes that need the URDF get its
-path as the ``urdf_path`` parameter instead of the ``robot_description`` topic.
+robot_state_publisher is not started because it is not on PyPI. The nodes that need the URDF
+get its path as the ``urdf_path`` parameter instead of the ``robot_description`` topic.
 """
 
 import logging
@@ -41,7 +41,7 @@ def node_command(spec: NodeSpec, params_file: Path, values: dict, namespace: str
 
 
 class Stack:
-    """The stack's nodes as child processes; a context manager that always stops them.
+    """The stack's nodes as child processes, in a context manager that always stops them.
 
     Args:
         sim: start the simulator node too.

@@ -32,7 +32,7 @@ def _ament_share_dir() -> Path | None:
 
 
 def share_dir() -> Path:
-    """Return the directory that holds ``launch/``, ``config/``, ``urdf/`` and ``models/``.
+    """Return the directory that contains ``launch/``, ``config/``, ``urdf/`` and ``models/``.
 
     Search order: the ament index (colcon install, needs ``AMENT_PREFIX_PATH``), the source
     checkout this module was imported from, ``share/lewm_ros`` under the install prefix that
@@ -73,7 +73,7 @@ def share_path(*parts: str) -> Path:
 def resolve(path: str | os.PathLike) -> Path:
     """Resolve a user-given path: absolute or existing paths as given, else relative to share.
 
-    This lets parameters say ``models/reach_small`` and work from any working directory.
+    Parameters can therefore name ``models/reach_small`` and work from any working directory.
 
     Raises:
         FileNotFoundError: when the path exists neither as given nor under the share directory.

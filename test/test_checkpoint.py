@@ -89,7 +89,8 @@ def test_config_json_holds_everything_a_consumer_needs(trained):
                 'action_dim', 'frameskip', 'history', 'control_period'):
         assert saved[key] == getattr(model.config, key) or list(getattr(model.config, key)) \
             == saved[key], key
-    assert saved['action_mean'] == [0.1, 0.2, 0.3] and saved['action_std'] == [1.0, 2.0, 3.0]
+    assert saved['action_mean'] == [0.1, 0.2, 0.3]
+    assert saved['action_std'] == [1.0, 2.0, 3.0]
     assert saved['joint_names'] == ['j1', 'j2', 'j3']
     assert saved['data_fingerprint'] == 'abc123'
     loaded = load_checkpoint(directory)
@@ -102,7 +103,8 @@ def test_config_json_holds_everything_a_consumer_needs(trained):
 def test_device_and_dtype(trained):
     _, directory = trained
     model = load_checkpoint(directory, device='cpu', dtype=torch.float64)
-    assert model.dtype == torch.float64 and model.device.type == 'cpu'
+    assert model.dtype == torch.float64
+    assert model.device.type == 'cpu'
     with torch.no_grad():
         assert model.encode_frames(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).dtype \
             == torch.float64

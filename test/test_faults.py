@@ -25,7 +25,7 @@ from lewm_ros.stack import node_parameters, NODES
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
-# Joint motion allowed while the actuator holds position (rad): servo settling only.
+# Joint motion allowed while the actuator keeps the arm in place (rad): servo settling only.
 HOLD_TOLERANCE = 0.01
 
 

@@ -64,11 +64,13 @@ def test_paper_parameter_counts():
 def test_presets_and_json_round_trip():
     for name in ('paper', 'small'):
         config = ModelConfig.preset(name)
-        assert config.preset_name == name and config.preset == name
+        assert config.preset_name == name
+        assert config.preset == name
         again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
         assert again == config
     small = ModelConfig.preset('small', history=5, action_dim=3, joint_names=['a', 'b', 'c'])
-    assert small.history == 5 and small.action_block_dim == 3 * small.frameskip
+    assert small.history == 5
+    assert small.action_block_dim == 3 * small.frameskip
     assert ModelConfig.preset('paper').sigreg_weight == 0.09
     with pytest.raises(ValueError, match='unknown model preset'):
         ModelConfig.preset('huge')
@@ -95,7 +97,8 @@ def test_preprocess_resizes_scales_and_normalises():
     frame[..., 0] = 255
     frame[..., 1] = 128
     out = model.preprocess(frame)  # one (H, W, 3) frame is a batch of one
-    assert out.shape == (1, 3, 32, 32) and out.dtype == torch.float32
+    assert out.shape == (1, 3, 32, 32)
+    assert out.dtype == torch.float32
     expected = (np.array([255, 128, 0]) / 255.0 - mean) / std
     np.testing.assert_allclose(out[0].mean(dim=(1, 2)).numpy(), expected, rtol=1e-5, atol=1e-5)
     batch = torch.from_numpy(np.stack([frame, frame[::-1]]))
@@ -113,7 +116,8 @@ def test_encode_batch_of_one_in_eval_and_batch_independence():
     with torch.no_grad():
         latents = model.encode_frames(frames)
         one = model.encode_frames(frames[2:3])
-    assert latents.shape == (4, 16) and one.shape == (1, 16)
+    assert latents.shape == (4, 16)
+    assert one.shape == (1, 16)
     torch.testing.assert_close(one[0], latents[2], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match='preprocess'):
         model.encode(torch.zeros(1, 3, 64, 64))
@@ -155,7 +159,8 @@ def test_predictor_is_causal():
 def test_adaln_zero_makes_fresh_predictor_ignore_actions():
     model = LeWM(tiny_config()).eval()
     for block in model.predictor.blocks:
-        assert not block.modulation.weight.any() and not block.modulation.bias.any()
+        assert not block.modulation.weight.any()
+        assert not block.modulation.bias.any()
     gen = torch.Generator().manual_seed(2)
     latents = torch.randn(4, 3, 16, generator=gen)
     with torch.no_grad():
@@ -265,7 +270,8 @@ def test_loss_parts_and_gradient_through_targets():
     out = model.loss(frames, blocks, seed=0)
     assert set(out) >= {'loss', 'pred_loss', 'sigreg_loss'}
     torch.testing.assert_close(out['loss'], out['pred_loss'] + 0.09 * out['sigreg_loss'])
-    assert out['embeddings'].shape == (6, 4, 16) and out['predictions'].shape == (6, 3, 16)
+    assert out['embeddings'].shape == (6, 4, 16)
+    assert out['predictions'].shape == (6, 3, 16)
     assert torch.isfinite(out['loss'])
     model.zero_grad()
     out['pred_loss'].backward()

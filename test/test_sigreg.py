@@ -1,4 +1,4 @@
-"""SIGReg: known answers, ordering of failure cases, reproducibility, distributed equality."""
+"""SIGReg: known values, ordering of failure cases, reproducibility, distributed equality."""
 
 import datetime
 import math
@@ -52,7 +52,9 @@ def test_matches_reference_transcription():
 
 def test_quadrature_weights():
     t, target, weights = quadrature(17, 3.0, dtype=torch.float64)
-    assert t[0] == 0 and t[-1] == 3 and len(t) == 17
+    assert t[0] == 0
+    assert t[-1] == 3
+    assert len(t) == 17
     # Doubled trapezoid: integral of exp(-t^2/2) over [-3, 3] is sqrt(2 pi) erf(3 / sqrt 2).
     assert float(weights.sum()) == pytest.approx(math.sqrt(2 * math.pi) * math.erf(3 / 2 ** .5),
                                                  rel=2e-3)
@@ -190,10 +192,9 @@ def test_distributed_equals_single_process_on_global_batch():
     with tempfile.TemporaryDirectory() as folder:
         torch.save({'z': z, 'x': x, 'weight': weight}, os.path.join(folder, 'inputs.pt'))
         for attempt in range(3):
-            # The free port can be taken by another process between the probe and the
-            # rendezvous (parallel test runs), and gloo can abort a worker at teardown; a fresh
-            # start fixes both. Wrong values never raise in the workers, they fail the
-            # assertions below.
+            # Another process can take the free port before the rendezvous, and gloo can abort
+            # a worker at teardown. A fresh start fixes both. Wrong values never raise in the
+            # workers, so they still fail the assertions below.
             try:
                 mp.spawn(_worker, args=(len(SIZES), _free_port(), folder), nprocs=len(SIZES),
                          join=True)

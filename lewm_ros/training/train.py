@@ -619,7 +619,7 @@ def _make_loss_module(model):
     import torch
 
     class LossModule(torch.nn.Module):
-        """Wraps ``LeWM.loss`` as ``forward`` so that DDP sees the whole forward pass."""
+        """Wraps ``LeWM.loss`` as ``forward`` so that DDP wraps the whole forward pass."""
 
         def __init__(self, model) -> None:
             super().__init__()
