@@ -424,26 +424,41 @@ def write_plot(results: list[GoalResult], success_distance: float, path: Path) -
 def write_gif(frames: list, goals: list, path: Path, period: float) -> int:
     """Write camera frames beside the goal image active at each frame; return the frame count.
 
+    Each frame has a header that names the two views: the camera with the simulated time on the
+    left, the goal with its number on the right.
+
     Args:
         frames: [(sim time, rgb (H, W, 3))] camera images.
         goals: [(sim time, rgb (H, W, 3))] goal images, in order of arrival.
         period: simulated time between two kept frames (s), the GIF frame duration.
     """
+    import cv2
     import imageio.v2 as imageio
     import numpy as np
 
     if not frames:
         return 0
-    blank = np.zeros_like(frames[0][1])
+    height, width = frames[0][1].shape[:2]
+    size = (height * GIF_SCALE, width * GIF_SCALE)
+    header, gap = 20, 4
+    blank = np.zeros((*size, 3), np.uint8)
     images = []
     for t, rgb in frames[::GIF_FRAME_EVERY]:
-        goal = blank
+        goal, number = blank, 0
         for goal_time, goal_rgb in goals:
             if goal_time <= t + 1e-6:
-                goal = goal_rgb
-        separator = np.full((rgb.shape[0], 2, 3), 255, np.uint8)
-        image = np.concatenate([rgb, separator, goal], axis=1)
-        images.append(image.repeat(GIF_SCALE, axis=0).repeat(GIF_SCALE, axis=1))
+                goal, number = goal_rgb, number + 1
+        canvas = np.full((header + size[0], 2 * size[1] + gap, 3), 255, np.uint8)
+        canvas[header:, :size[1]] = rgb.repeat(GIF_SCALE, axis=0).repeat(GIF_SCALE, axis=1)
+        # Goal images may come at another size than the camera's; show them at the same size.
+        canvas[header:, size[1] + gap:] = cv2.resize(goal, size[::-1],
+                                                     interpolation=cv2.INTER_NEAREST)
+        labels = ((f'camera {t:.1f} s', 4),
+                  (f'goal {number}' if number else 'no goal yet', size[1] + gap + 4))
+        for text, x in labels:
+            cv2.putText(canvas, text, (x, header - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+        images.append(canvas)
     imageio.mimsave(path, images, duration=1000 * period, loop=0)
     return len(images)
 
