@@ -46,7 +46,7 @@ def test_stack_reaches_four_of_five_goals(tmp_path):
             assert result.time_to_reach_s <= TIMEOUT
     summary = [(r.index, r.reached, r.final_error_m, r.time_to_reach_s) for r in results]
     if sum(r.reached for r in results) < 4:
-        # NOTE: the shipped model reaches 22% of held-out goals in `lewm eval` (its model card),
+        # NOTE: the shipped model reaches 54% of held-out goals in `lewm eval` (its model card),
         # so this target is a known gap until a better model ships; the run itself must work.
         pytest.xfail(f'fewer than 4 of 5 goals reached: (goal, reached, error m, time s) '
                      f'{summary}')

@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from lewm_ros import cli
 from lewm_ros.paths import share_path
 from lewm_ros.sim import ArmEnv
+from lewm_ros.stack import node_parameters
 from lewm_ros.training.controllers import OracleController, RandomController
 from lewm_ros.training.evaluate import (add_arguments, DEFAULT_PLANNING, markdown_table,
                                         PAPER_PLANNING, planning_settings, summarise)
@@ -102,6 +104,21 @@ def test_planning_settings_merge():
     assert mixed == {**PAPER_PLANNING, 'iterations': 3, 'warm_start': False}
 
 
+def test_default_planning_is_the_planner_node_config():
+    # `lewm eval` measures the success rate of the settings the simulation stack runs with.
+    document = yaml.safe_load(share_path('config', 'sim.yaml').read_text())
+    node = node_parameters(document, 'planner_node')
+    names = {'method': 'optimizer', 'horizon': 'horizon', 'samples': 'samples',
+             'elites': 'elites', 'iterations': 'iterations',
+             'replan_every': 'replan_every_steps', 'history': 'history_latents',
+             'step_weight': 'step_weight', 'action_weight': 'action_weight',
+             'warm_start': 'warm_start'}
+
+    assert set(names) == set(DEFAULT_PLANNING)
+    for key, parameter in names.items():
+        assert node[parameter] == DEFAULT_PLANNING[key], key
+
+
 def test_eval_rejects_unknown_controller(tmp_path):
     assert cli.main(['eval', '--controllers', 'lewm,expert', '--episodes', '1']) == 2
 
@@ -109,15 +126,17 @@ def test_eval_rejects_unknown_controller(tmp_path):
 @pytest.mark.skipif(not (SHIPPED_MODEL / 'config.json').is_file(),
                     reason='the shipped model models/reach_small is not present')
 def test_shipped_model_beats_random(tmp_path, capsys):
-    # A regression guard sized to the shipped model, which reaches 22 % of the goals over 50
-    # episodes (see its model card), not a check of the 90 % target.
+    # A regression guard sized to the shipped model, not a check of the 90 % target: it reaches
+    # 54 % of the goals over 50 episodes (see its model card) and 4 of these 6 on this seed.
+    # Half is the floor, so that float differences between CPUs cannot flip one episode into
+    # a failure.
     status = cli.main(['eval', '--episodes', '6', '--seed', '4242', '-o', str(tmp_path),
                        '--controllers', 'lewm,random', '--video', '1', '--threads', '1'])
     assert status == 0
     document = json.loads((tmp_path / 'eval.json').read_text())
     lewm = document['summaries']['lewm']
     random = document['summaries']['random']
-    assert lewm['success_rate'] >= 1 / 6
+    assert lewm['success_rate'] >= 0.5
     assert lewm['best_distance_mean'] < random['best_distance_mean']
     assert lewm['plans_per_episode'] == pytest.approx(10.0)
     assert document['planning'] == DEFAULT_PLANNING

@@ -24,7 +24,7 @@ CONTROLLERS = ('lewm', 'random', 'oracle')
 # Planning setup used with the shipped model (see models/reach_small/MODEL_CARD.md); the
 # ROS planner node takes the same values from config/sim.yaml.
 DEFAULT_PLANNING = {
-    'method': 'cem', 'horizon': 5, 'samples': 300, 'elites': 30, 'iterations': 10,
+    'method': 'cem', 'horizon': 5, 'samples': 128, 'elites': 16, 'iterations': 6,
     'replan_every': 5, 'history': 1, 'step_weight': 1.0, 'action_weight': 0.0,
     'warm_start': True,
 }
