@@ -380,8 +380,7 @@ def run_goals(stack, monitor: StackMonitor, goals, success_distance: float, hold
 
 # ---------------------------------------------------------------------- outputs
 
-def print_table(results: list[GoalResult], success_distance: float,
-                hold: float = 1.0) -> None:
+def print_table(results: list[GoalResult], success_distance: float, hold: float) -> None:
     print(f'{"goal":>4}  {"joint positions (rad)":<24} {"reached":<8} {"time (s)":>8} '
           f'{"final error (m)":>15} {"start error (m)":>15}')
     for result in results:
@@ -443,7 +442,12 @@ def write_gif(frames: list, goals: list, path: Path, period: float) -> int:
     height, width = frames[0][1].shape[:2]
     size = (height * GIF_SCALE, width * GIF_SCALE)
     header, gap = 20, 4
-    blank = np.zeros((*size, 3), np.uint8)
+    blank = np.zeros_like(frames[0][1])
+
+    def scaled(image):
+        # Goal images may come at another size than the camera's, so both are resized to one.
+        return cv2.resize(image, size[::-1], interpolation=cv2.INTER_NEAREST)
+
     images = []
     for t, rgb in frames[::GIF_FRAME_EVERY]:
         goal, number = blank, 0
@@ -451,10 +455,8 @@ def write_gif(frames: list, goals: list, path: Path, period: float) -> int:
             if goal_time <= t + 1e-6:
                 goal, number = goal_rgb, number + 1
         canvas = np.full((header + size[0], 2 * size[1] + gap, 3), 255, np.uint8)
-        canvas[header:, :size[1]] = rgb.repeat(GIF_SCALE, axis=0).repeat(GIF_SCALE, axis=1)
-        # Goal images may come at another size than the camera's; show them at the same size.
-        canvas[header:, size[1] + gap:] = cv2.resize(goal, size[::-1],
-                                                     interpolation=cv2.INTER_NEAREST)
+        canvas[header:, :size[1]] = scaled(rgb)
+        canvas[header:, size[1] + gap:] = scaled(goal)
         labels = ((f'camera {t:.1f} s', 4),
                   (f'goal {number}' if number else 'no goal yet', size[1] + gap + 4))
         for text, x in labels:

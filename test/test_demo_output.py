@@ -10,7 +10,7 @@ def solid(size: int, rgb) -> np.ndarray:
     return np.broadcast_to(np.asarray(rgb, np.uint8), (size, size, 3)).copy()
 
 
-def test_gif_places_camera_and_goal_under_a_header(tmp_path):
+def test_gif_camera_goal_and_header(tmp_path):
     size = 16
     red, blue = solid(size, (220, 20, 20)), solid(size, (20, 20, 220))
     frames = [(0.1 * i, red) for i in range(4 * GIF_FRAME_EVERY)]
@@ -37,7 +37,7 @@ def test_gif_places_camera_and_goal_under_a_header(tmp_path):
     np.testing.assert_allclose(goal_after, (20, 20, 220), atol=12)
 
 
-def test_gif_resizes_goals_of_another_size(tmp_path):
+def test_gif_resizes_other_goal_sizes(tmp_path):
     frames = [(0.0, solid(16, (200, 200, 200))), (0.1, solid(16, (200, 200, 200)))]
     goals = [(0.0, solid(8, (20, 200, 20)))]
     path = tmp_path / 'demo.gif'

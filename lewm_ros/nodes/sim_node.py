@@ -476,8 +476,8 @@ def main(args=None) -> None:
         node = SimNode()
         node.start()
         # The simulation has its own thread, so callbacks need only one. rclpy's
-        # MultiThreadedExecutor also kept a core busy here, spinning while a callback was in
-        # flight, and starved the simulation thread of the GIL (real time factor 0.2 to 0.5).
+        # MultiThreadedExecutor kept a core busy in its spin loop here (seen with py-spy), which
+        # starved the simulation thread of the GIL: real time factor 0.2 to 0.5.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
