@@ -112,7 +112,7 @@ def test_default_planning_is_the_planner_node_config():
              'elites': 'elites', 'iterations': 'iterations',
              'replan_every': 'replan_every_steps', 'history': 'history_latents',
              'step_weight': 'step_weight', 'action_weight': 'action_weight',
-             'warm_start': 'warm_start'}
+             'warm_start': 'warm_start', 'hold_margin': 'hold_margin'}
 
     assert set(names) == set(DEFAULT_PLANNING)
     for key, parameter in names.items():

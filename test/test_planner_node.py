@@ -274,6 +274,22 @@ def test_planner_publishes_surprise_and_diagnostics(planner):
     assert int(last['rejected_stale']) >= 5
 
 
+def test_planner_hold_keeps_joint_positions(checkpoint, tmp_path):
+    # With a margin of 0.99 an optimised plan replaces holding still only when it promises to
+    # cut the cost a hundredfold, which random latents never allow: every plan holds still.
+    directory, sha, dim = checkpoint
+    with running_planner(checkpoint, tmp_path, namespace='/hold',
+                         hold_margin=0.99) as (probe, log_path):
+        probe.publish_info(sha, dim)
+        probe.stream(dim, 10.0, condition=lambda: len(probe.plans) >= 2)
+        assert len(probe.plans) >= 2, log_path.read_text()[-3000:]
+        for plan in probe.plans:
+            targets = np.array([p.positions for p in plan.points])
+            assert np.array_equal(targets, np.tile(POSITIONS, (len(targets), 1)))
+        probe.spin_until(lambda: probe.counter('plans') >= 2, 2.0)
+        assert probe.counter('plans_held') == probe.counter('plans') >= 2
+
+
 def test_planner_mppi_plan_within_bounds(checkpoint, tmp_path):
     directory, sha, dim = checkpoint
     with running_planner(checkpoint, tmp_path, namespace='/mppi', optimizer='mppi',

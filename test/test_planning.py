@@ -402,6 +402,57 @@ def test_predictor_calls_counted(evaluate_plan):
     assert (result.predicted_latents is not None) == evaluate_plan
 
 
+def hold_blocks(model, horizon):
+    """Normalised blocks ``(H, F*A)`` of the plan that keeps every raw action at 0."""
+    mean = torch.tensor(model.config.action_mean, dtype=DTYPE)
+    std = torch.tensor(model.config.action_std, dtype=DTYPE)
+    steps = horizon * model.config.frameskip
+    return (-mean / std).repeat(steps).reshape(horizon, -1)
+
+
+def test_planner_holds_still_at_the_goal():
+    model = make_model(seed=21)
+    start = torch.randn(model.config.latent_dim, dtype=DTYPE,
+                        generator=torch.Generator().manual_seed(3))
+    goal = goal_for(model, start, hold_blocks(model, 3))  # where holding still ends
+    settings = dict(horizon=3, num_samples=64, num_elites=8, iterations=4)
+
+    wandering = Planner(model, PlannerConfig(**settings)).plan(start[None], goal)
+    holding = Planner(model, PlannerConfig(hold_margin=0.1, **settings)).plan(start[None], goal)
+
+    # A few optimiser iterations leave sampling noise in the plan; holding still is exact.
+    assert not wandering.stats['held']
+    assert wandering.actions.abs().max() > 1e-3
+    assert holding.stats['held']
+    assert torch.equal(holding.actions, torch.zeros(6, 2, dtype=DTYPE))
+    torch.testing.assert_close(holding.blocks, hold_blocks(model, 3))
+    assert holding.stats['plan_cost'] == pytest.approx(0.0, abs=1e-20)
+    assert holding.stats['hold_cost'] == holding.stats['plan_cost']
+    assert holding.stats['final_distance'] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_planner_moves_when_plan_beats_hold():
+    model = make_model(seed=22)
+    start = torch.zeros(model.config.latent_dim, dtype=DTYPE)
+    target = random_blocks(3, 4, 1.0, seed=4)
+    planner = Planner(model, PlannerConfig(horizon=3, hold_margin=0.5))
+
+    result = planner.plan(start[None], goal_for(model, start, target))
+
+    assert not result.stats['held']
+    torch.testing.assert_close(result.blocks, target, atol=1e-4, rtol=0)
+    assert result.stats['plan_cost'] < 0.5 * result.stats['hold_cost']
+    # Holding still and the plan are rolled out together: one extra call, also without
+    # evaluate_plan.
+    model.rollout_calls = 0
+    quiet = Planner(model, PlannerConfig(horizon=3, iterations=5, hold_margin=0.5,
+                                         evaluate_plan=False))
+    result = quiet.plan(start[None], goal_for(model, start, target))
+    assert model.rollout_calls == 6
+    assert result.predicted_latents is None
+    assert math.isfinite(result.stats['hold_cost'])
+
+
 def test_history_actions_reach_model_as_normalised_blocks():
     seen = {}
 
@@ -453,6 +504,8 @@ def test_planner_rejects_bad_input():
     (dict(num_elites=400), 'num_elites must be between 1 and num_samples'),
     (dict(method='mppi', temperature=0.0), 'temperature must be positive'),
     (dict(early_stop_patience=-1), 'early_stop_patience must be >= 0'),
+    (dict(hold_margin=1.0), r'hold_margin must be in \[0, 1\)'),
+    (dict(hold_margin=-0.1), r'hold_margin must be in \[0, 1\)'),
 ])
 def test_planner_config_rejects_invalid_values(values, message):
     with pytest.raises(ValueError, match=message):

@@ -146,6 +146,7 @@ class PlannerNode(Node):
             noise_std=self.get_parameter('noise_std').value,
             warm_start=self.get_parameter('warm_start').value,
             early_stop_patience=self.get_parameter('early_stop_patience').value,
+            hold_margin=self.get_parameter('hold_margin').value,
             seed=self.get_parameter('seed').value)
         cost = GoalCost(final_weight=self.get_parameter('final_weight').value,
                         step_weight=self.get_parameter('step_weight').value,
@@ -178,7 +179,8 @@ class PlannerNode(Node):
         self._last_plan_step: int | None = None
         self._latest_step = -1  # control step of the newest accepted latent
         self._expected: tuple[int, np.ndarray] | None = None  # (step, predicted latent)
-        self.counters = {'latents': 0, 'plans': 0, 'plan_failures': 0, 'overruns': 0,
+        self.counters = {'latents': 0, 'plans': 0, 'plans_held': 0, 'plan_failures': 0,
+                         'overruns': 0,
                          'rejected_stale': 0, 'rejected_size': 0, 'rejected_model': 0,
                          'rejected_no_model_info': 0, 'rejected_invalid': 0}
         self.last = {'latency_s': math.nan, 'cost': math.nan, 'predicted_distance': math.nan,
@@ -221,6 +223,9 @@ class PlannerNode(Node):
         declare(self, 'warm_start', True, 'start from the unexecuted rest of the previous plan')
         declare(self, 'early_stop_patience', 0,
                 'stop after this many iterations without improvement; 0 disables')
+        declare(self, 'hold_margin', 0.0,
+                'hold still unless the plan costs this fraction less than holding still; '
+                '0 disables')
         declare(self, 'final_weight', 1.0, 'weight of the squared final-latent goal distance')
         declare(self, 'step_weight', 0.0,
                 'weight of the squared goal distance summed over every predicted step')
@@ -482,6 +487,7 @@ class PlannerNode(Node):
                 predicted = result.predicted_latents[0].detach().to('cpu').float().numpy()
                 self._expected = (job['step'] + self.frameskip, predicted)
             self.counters['plans'] += 1
+            self.counters['plans_held'] += bool(result.stats.get('held', False))
             self.last.update(latency_s=latency, cost=result.stats.get('plan_cost', math.nan),
                              predicted_distance=result.stats.get('final_distance', math.nan),
                              latents_in_last_plan=int(latents.shape[0]))

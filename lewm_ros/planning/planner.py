@@ -44,6 +44,11 @@ class PlannerConfig:
         evaluate_plan: roll out the returned plan once more (a batch of one, ``horizon``
             predictor calls) so that ``predicted_latents`` and the final distance belong to the
             returned actions. The LeWM reference planner does not do this.
+        hold_margin: 0 disables. Otherwise the optimised plan is rolled out next to holding
+            still (every joint delta 0) and replaces it only when its cost is lower than
+            ``(1 - hold_margin)`` times the cost of holding still; else the plan is to hold
+            still. Near the goal, where every plan costs about the same, this stops the arm
+            from wandering on the sampling noise of the optimiser. Not part of LeWM.
         seed: seed of the planner's random generator.
     """
 
@@ -59,6 +64,7 @@ class PlannerConfig:
     early_stop_patience: int = 0
     early_stop_rtol: float = 1e-3
     evaluate_plan: bool = True
+    hold_margin: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +73,9 @@ class PlannerConfig:
                              f'{self.method!r}')
         if int(self.horizon) < 1:
             raise ValueError(f'PlannerConfig.horizon must be >= 1 block, got {self.horizon}')
+        if not 0.0 <= self.hold_margin < 1.0:
+            raise ValueError(f'PlannerConfig.hold_margin must be in [0, 1) (0 disables), got '
+                             f'{self.hold_margin}')
         # Build the optimiser once so that every other value is checked here.
         make_optimizer(self)
 
@@ -98,10 +107,12 @@ class PlanResult:
         stats: ``wall_time_s``, ``iterations``, ``best_cost`` (lowest candidate cost seen),
             ``elite_cost`` (last iteration), ``plan_cost``, ``final_distance``,
             ``candidates_evaluated``, ``candidates_failed``, ``rollout_calls``,
-            ``predictor_calls``, ``warm_started``, ``stopped_early``, ``best_history`` and
-            ``elite_history``. ``final_distance`` is the L2 distance of the plan's last
-            predicted latent to the goal. It and ``plan_cost`` are NaN without
-            ``evaluate_plan``. ``predictor_calls`` counts ``horizon`` per rollout call, as the
+            ``predictor_calls``, ``warm_started``, ``stopped_early``, ``best_history``,
+            ``elite_history``, ``held`` (True when the plan is to hold still, see
+            ``PlannerConfig.hold_margin``) and ``hold_cost`` (NaN when that check is off).
+            ``final_distance`` is the L2 distance of the plan's last predicted latent to the
+            goal. It and ``plan_cost`` are NaN when neither ``evaluate_plan`` nor the hold
+            check is on. ``predictor_calls`` counts ``horizon`` per rollout call, as the
             model contract fixes.
         reason: why the plan failed; empty on success.
     """
@@ -222,6 +233,8 @@ class Planner:
                 'candidates_failed': result.failed,
                 'warm_started': warm,
                 'stopped_early': result.stopped_early,
+                'held': False,
+                'hold_cost': math.nan,
                 'best_history': result.best_history,
                 'elite_history': result.elite_history,
             }
@@ -233,17 +246,31 @@ class Planner:
 
             blocks = torch.clamp(result.solution, min=lower, max=upper)  # (H, F*A)
             predicted = None
-            if config.evaluate_plan:
-                predicted = rollout(blocks.unsqueeze(0))  # (1, H, D)
-                plan_cost = float(self._costs(predicted, goal, blocks.unsqueeze(0))[0])
-                predicted = predicted[0]
+            if config.evaluate_plan or config.hold_margin > 0:
+                batch = blocks.unsqueeze(0)
+                if config.hold_margin > 0:
+                    hold = self._hold_blocks(lower, upper)
+                    batch = torch.stack([blocks, hold])
+                rolled = rollout(batch)  # (1 or 2, H, D)
+                costs = self._costs(rolled, goal, batch)
+                plan_cost = float(costs[0])
+                if config.hold_margin > 0:
+                    stats['hold_cost'] = float(costs[1])
+                    if not plan_cost < (1.0 - config.hold_margin) * stats['hold_cost']:
+                        blocks, plan_cost, stats['held'] = hold, float(costs[1]), True
+                        rolled = rolled[1:]
+                predicted = rolled[0]
                 if not math.isfinite(plan_cost):
                     return self._failure(start, stats, counters,
                                          'the rollout of the returned plan is not finite')
                 stats['plan_cost'] = plan_cost
                 stats['final_distance'] = float(torch.linalg.vector_norm(predicted[-1] - goal))
+                if not config.evaluate_plan:
+                    predicted = None
             actions = self.scaler.clamp_actions(self.scaler.blocks_to_actions(blocks),
                                                 self.bounds)  # (H*F, A)
+            if stats['held']:
+                actions = torch.zeros_like(actions)  # exact, free of rounding in the scaling
 
         self._previous = blocks
         self._executed = 0
@@ -265,6 +292,13 @@ class Planner:
         # A NaN latent may still give a finite cost (a zero weight, a NaN-ignoring cost).
         broken = torch.isnan(predicted).flatten(1).any(dim=1) | ~torch.isfinite(costs)
         return torch.where(broken, torch.full_like(costs, math.inf), costs)
+
+    def _hold_blocks(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """Return the plan that holds every joint still, as normalised blocks ``(H, F*A)``."""
+        still = torch.zeros((self.plan_steps, self.scaler.action_dim), dtype=lower.dtype,
+                            device=lower.device)
+        blocks = self.scaler.actions_to_blocks(still)
+        return torch.clamp(blocks, min=lower, max=upper)
 
     def _initial_mean(self, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
         shape = (self.config.horizon, self.scaler.block_dim)

@@ -76,6 +76,7 @@ class PlannerController:
         self.queue = []
         self.plan_times = []
         self.plan_distances = []
+        self.held_plans = 0
         self.failures = 0
         self.executed = 0
 
@@ -113,6 +114,7 @@ class PlannerController:
             if result.success:
                 plan = result.actions.detach().cpu().numpy().astype(np.float64)
                 self.plan_distances.append(result.stats['final_distance'])
+                self.held_plans += bool(result.stats['held'])
             else:
                 self.failures += 1
                 plan = np.zeros((self.setup.replan_every, env.num_joints))
@@ -127,6 +129,7 @@ class PlannerController:
     def stats(self) -> dict:
         times = np.asarray(self.plan_times) if self.plan_times else np.zeros(1)
         return {'plans': len(self.plan_times), 'plan_failures': self.failures,
+                'plans_held': self.held_plans,
                 'plan_time_mean_s': float(times.mean()), 'plan_time_max_s': float(times.max()),
                 'plan_times_s': [round(t, 5) for t in self.plan_times]}
 

@@ -26,12 +26,12 @@ CONTROLLERS = ('lewm', 'random', 'oracle')
 DEFAULT_PLANNING = {
     'method': 'cem', 'horizon': 5, 'samples': 128, 'elites': 16, 'iterations': 6,
     'replan_every': 5, 'history': 1, 'step_weight': 1.0, 'action_weight': 0.0,
-    'warm_start': True,
+    'warm_start': True, 'hold_margin': 0.1,
 }
 PAPER_PLANNING = {
     'method': 'cem', 'horizon': 5, 'samples': 300, 'elites': 30, 'iterations': 30,
     'replan_every': 25, 'history': 1, 'step_weight': 0.0, 'action_weight': 0.0,
-    'warm_start': True,
+    'warm_start': True, 'hold_margin': 0.0,
 }
 
 
@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help='weight of the summed squared joint deltas (rad^2)')
     planning.add_argument('--warm-start', choices=('on', 'off'), default=None,
                           help='start each plan from the rest of the previous one')
+    planning.add_argument('--hold-margin', type=float, default=None,
+                          help='hold still unless the plan costs this fraction less than '
+                               'holding still (0 disables)')
     parser.add_argument('--video', type=int, default=0, metavar='N',
                         help='record the first N episodes of each controller (default 0)')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu)')
@@ -105,7 +108,8 @@ def build_controllers(names, model, planning: dict, env, seed: int) -> list:
                                    num_samples=planning['samples'],
                                    num_elites=planning['elites'],
                                    iterations=planning['iterations'],
-                                   warm_start=planning['warm_start'], seed=seed)
+                                   warm_start=planning['warm_start'],
+                                   hold_margin=planning['hold_margin'], seed=seed)
             setup = PlanningSetup(replan_every=planning['replan_every'],
                                   history=planning['history'],
                                   step_weight=planning['step_weight'],
