@@ -122,8 +122,8 @@ def test_torchrun_two_gloo_ranks_train(tiny_data, tmp_path):
         '--no-progress', '--device', 'cpu', '--history', '2', '--frameskip', '2', *overrides,
     ]
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    # NOTE: this failed once in about ten runs on a loaded 2-core machine and the output was not
-    # kept; a port taken between free_port() and torchrun's bind is one possible cause.
+    # The file is new, so rank 0 stores its action statistics while loading. Rank 1 must wait
+    # for that: opening an HDF5 file that another process writes fails with errno 11.
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                                timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -298,21 +298,32 @@ class Trainer:
         return document['extra']
 
     def _load_data(self) -> None:
+        import torch.distributed as dist
+
         from lewm_ros.training.data import EpisodeFiles, split_episodes
 
         settings = self.settings
-        self.files = EpisodeFiles(settings.data)
-        self.train_episodes, self.val_episodes = split_episodes(
-            self.files.num_episodes, settings.val_fraction, settings.seed)
-        history, frameskip = self._clip_shape()
-        self.train_set = self.files.clips(self.train_episodes, history, frameskip)
+        # Rank 0 loads first because loading may store action statistics in the files, and an
+        # HDF5 file open for writing cannot be opened by another process (errno 11).
+        if self.distributed and not self.is_main:
+            dist.barrier()
+        try:
+            self.files = EpisodeFiles(settings.data)
+            self.train_episodes, self.val_episodes = split_episodes(
+                self.files.num_episodes, settings.val_fraction, settings.seed)
+            history, frameskip = self._clip_shape()
+            self.train_set = self.files.clips(self.train_episodes, history, frameskip)
+            self.val_set = None
+            if self.val_episodes:
+                self.val_set = self.files.clips(self.val_episodes, history, frameskip)
+        finally:
+            # Also after an error, so that the other ranks load, meet the same error and exit.
+            if self.distributed and self.is_main:
+                dist.barrier()
         if self.train_set is None:
             raise ValueError(f'{", ".join(settings.data)}: no training episode has the '
                              f'{(history + 1) * frameskip} steps a clip needs; record longer '
                              'episodes or lower --history or --frameskip')
-        self.val_set = None
-        if self.val_episodes:
-            self.val_set = self.files.clips(self.val_episodes, history, frameskip)
         logger.info('data %s: %d episodes (%d train, %d validation), %d training clips of %d '
                     'frames', ', '.join(settings.data), self.files.num_episodes,
                     len(self.train_episodes), len(self.val_episodes), len(self.train_set),
@@ -608,10 +619,15 @@ class Trainer:
         for directory in periodic[:-self.keep_checkpoints]:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group; after a finished run, wait for every rank first."""
         import torch.distributed as dist
 
         if self.distributed and dist.is_initialized():
+            if finished:
+                # Rank 0 is still writing checkpoints when the others finish. A rank that tore
+                # down its gloo group before its peers aborted now and then at exit (SIGABRT).
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -648,10 +664,12 @@ def run(args) -> int:
         logger.error('%s', error)
         return 2
     start = time.perf_counter()
+    finished = False
     try:
         final = trainer.train()
+        finished = True
     finally:
-        trainer.close()
+        trainer.close(finished=finished)
     if trainer.is_main:
         minutes = (time.perf_counter() - start) / 60
         summary = ', '.join(f'{k} {v:.4g}' for k, v in final.items()
