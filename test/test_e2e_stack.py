@@ -1,7 +1,8 @@
 """End to end: the whole stack in separate processes reaches goals in simulation.
 
 Runs the four nodes with config/sim.yaml and the shipped model, as ``lewm demo`` does, and
-sends the first five goals of ``lewm_ros.demo.GOALS``. At least four must be reached.
+sends the first five goals of ``lewm_ros.demo.GOALS``. The target is four or more. Fewer than
+two fails the test, and two or three is an expected failure for now.
 """
 
 from helpers import nodes
@@ -45,9 +46,13 @@ def test_stack_reaches_four_of_five_goals(tmp_path):
             assert result.final_error_m <= SUCCESS_DISTANCE
             assert result.time_to_reach_s <= TIMEOUT
     summary = [(r.index, r.reached, r.final_error_m, r.time_to_reach_s) for r in results]
-    if sum(r.reached for r in results) < 4:
-        # NOTE: the shipped model reaches 54% of held-out goals in `lewm eval` (its model card),
-        # so this target is a known gap until a better model ships; the run itself must work.
+    reached = sum(r.reached for r in results)
+    # A stack that runs but does not plan reaches none or one (random actions: 4 % of goals).
+    assert reached >= 2, f'only {reached} of 5 goals reached: {summary}'
+    if reached < 4:
+        # NOTE: 12 of 14 demo runs with the shipped model reached at least 4 goals and the other
+        # two reached 3 (docs/benchmarks.md, "Holding still"). Until a more precise model ships,
+        # 3 of 5 is a known gap and not a failure.
         pytest.xfail(f'fewer than 4 of 5 goals reached: (goal, reached, error m, time s) '
                      f'{summary}')
 
