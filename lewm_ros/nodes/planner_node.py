@@ -37,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from lewm_ros.nodes import common
 
 WARN_THROTTLE_S = 5.0
+MODEL_INFO_GRACE_S = 5.0  # wall-clock s after start-up in which missing model info is expected
 # Identity fields of the model-info JSON that must match the loaded checkpoint when present.
 IDENTITY_KEYS = ('sha256', 'weights_sha256', 'data_fingerprint')
 
@@ -186,6 +187,7 @@ class PlannerNode(Node):
         self.last = {'latency_s': math.nan, 'cost': math.nan, 'predicted_distance': math.nan,
                      'surprise': math.nan, 'latents_in_last_plan': 0}
 
+        self._started = time.monotonic()
         self._create_interfaces()
         self._worker = threading.Thread(target=self._work, name='planner_worker', daemon=True)
         self._worker.start()
@@ -398,9 +400,15 @@ class PlannerNode(Node):
         with self._lock:
             info = self._model_info
         if info is None and self.require_model_info:
-            return self._reject('rejected_no_model_info', 'no model info received on '
-                                f"{self._topic('model_info_topic')} yet; latents are rejected "
-                                'until it matches the checkpoint')
+            message = (f"no model info received on {self._topic('model_info_topic')} yet; "
+                       'latents are rejected until it matches the checkpoint')
+            if time.monotonic() - self._started < MODEL_INFO_GRACE_S:
+                # At start-up latents can arrive before perception's latched model info.
+                with self._lock:
+                    self.counters['rejected_no_model_info'] += 1
+                self.get_logger().info(message, throttle_duration_sec=WARN_THROTTLE_S)
+                return message
+            return self._reject('rejected_no_model_info', message)
         if info is not None:
             mismatched = self._identity_mismatch(info)
             if mismatched:
