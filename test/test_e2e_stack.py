@@ -47,7 +47,8 @@ def test_stack_reaches_four_of_five_goals(tmp_path):
             assert result.time_to_reach_s <= TIMEOUT
     summary = [(r.index, r.reached, r.final_error_m, r.time_to_reach_s) for r in results]
     reached = sum(r.reached for r in results)
-    # A stack that runs but does not plan reaches none or one (random actions: 4 % of goals).
+    # A stack that runs but does not plan reaches none or one: random actions reach 2 of 50
+    # goals in `lewm eval`.
     assert reached >= 2, f'only {reached} of 5 goals reached: {summary}'
     if reached < 4:
         # NOTE: 16 of 20 runs with the shipped model reached at least 4 goals and the others

@@ -276,7 +276,8 @@ def test_planner_publishes_surprise_and_diagnostics(planner):
 
 def test_planner_hold_keeps_joint_positions(checkpoint, tmp_path):
     # With a margin of 0.99 an optimised plan replaces holding still only when it promises to
-    # cut the cost a hundredfold, which random latents never allow: every plan holds still.
+    # cut the cost a hundredfold, which random latents never allow. So every plan keeps the
+    # joints where they are.
     directory, sha, dim = checkpoint
     with running_planner(checkpoint, tmp_path, namespace='/hold',
                          hold_margin=0.99) as (probe, log_path):

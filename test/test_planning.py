@@ -403,7 +403,7 @@ def test_predictor_calls_counted(evaluate_plan):
 
 
 def hold_blocks(model, horizon):
-    """Normalised blocks ``(H, F*A)`` of the plan that keeps every raw action at 0."""
+    """Return the normalised blocks ``(H, F*A)`` of the plan that keeps every raw action at 0."""
     mean = torch.tensor(model.config.action_mean, dtype=DTYPE)
     std = torch.tensor(model.config.action_std, dtype=DTYPE)
     steps = horizon * model.config.frameskip

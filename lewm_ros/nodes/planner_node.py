@@ -400,15 +400,11 @@ class PlannerNode(Node):
         with self._lock:
             info = self._model_info
         if info is None and self.require_model_info:
-            message = (f"no model info received on {self._topic('model_info_topic')} yet; "
-                       'latents are rejected until it matches the checkpoint')
-            if time.monotonic() - self._started < MODEL_INFO_GRACE_S:
-                # At start-up latents can arrive before perception's latched model info.
-                with self._lock:
-                    self.counters['rejected_no_model_info'] += 1
-                self.get_logger().info(message, throttle_duration_sec=WARN_THROTTLE_S)
-                return message
-            return self._reject('rejected_no_model_info', message)
+            # At start-up latents can arrive before perception's latched model info.
+            starting = time.monotonic() - self._started < MODEL_INFO_GRACE_S
+            return self._reject('rejected_no_model_info', 'no model info received on '
+                                f"{self._topic('model_info_topic')} yet; latents are rejected "
+                                'until it matches the checkpoint', expected=starting)
         if info is not None:
             mismatched = self._identity_mismatch(info)
             if mismatched:
@@ -425,10 +421,14 @@ class PlannerNode(Node):
             return self._reject('rejected_invalid', f'invalid latent: {error}')
         return ''
 
-    def _reject(self, counter: str, message: str) -> str:
+    def _reject(self, counter: str, message: str, expected: bool = False) -> str:
+        """Count a rejected latent and log why, at info level when ``expected``."""
         with self._lock:
             self.counters[counter] += 1
-        self._warn(message)
+        if expected:
+            self.get_logger().info(message, throttle_duration_sec=WARN_THROTTLE_S)
+        else:
+            self._warn(message)
         return message
 
     def _check_surprise(self, step: int, latent: np.ndarray) -> None:

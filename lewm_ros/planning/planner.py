@@ -44,9 +44,10 @@ class PlannerConfig:
         evaluate_plan: roll out the returned plan once more (a batch of one, ``horizon``
             predictor calls) so that ``predicted_latents`` and the final distance belong to the
             returned actions. The LeWM reference planner does not do this.
-        hold_margin: 0 disables. Otherwise the optimised plan is rolled out next to holding
-            still (every joint delta 0) and replaces it only when its cost is lower than
-            ``(1 - hold_margin)`` times the cost of holding still; else the plan is to hold
+        hold_margin: fraction by which the optimised plan must beat holding still; 0
+            disables the check. Otherwise the optimised plan is rolled out next to holding
+            still (every joint delta 0) and is returned only when its cost is lower than
+            ``(1 - hold_margin)`` times the cost of holding still. Else the returned plan holds
             still. Near the goal, where every plan costs about the same, this stops the arm
             from wandering on the sampling noise of the optimiser. Not part of LeWM.
         seed: seed of the planner's random generator.
@@ -246,27 +247,31 @@ class Planner:
 
             blocks = torch.clamp(result.solution, min=lower, max=upper)  # (H, F*A)
             predicted = None
-            if config.evaluate_plan or config.hold_margin > 0:
-                batch = blocks.unsqueeze(0)
-                if config.hold_margin > 0:
-                    hold = self._hold_blocks(lower, upper)
-                    batch = torch.stack([blocks, hold])
-                rolled = rollout(batch)  # (1 or 2, H, D)
-                costs = self._costs(rolled, goal, batch)
-                plan_cost = float(costs[0])
-                if config.hold_margin > 0:
+            check_hold = config.hold_margin > 0
+            if config.evaluate_plan or check_hold:
+                # Candidate 0 is the optimised plan, candidate 1 (with the hold check) holding
+                # still; both are rolled out in one batch.
+                candidates = blocks.unsqueeze(0)
+                if check_hold:
+                    candidates = torch.stack([blocks, self._hold_blocks(lower, upper)])
+                rolled = rollout(candidates)  # (1 or 2, H, D)
+                costs = self._costs(rolled, goal, candidates)
+                chosen = 0
+                if check_hold:
                     stats['hold_cost'] = float(costs[1])
-                    if not plan_cost < (1.0 - config.hold_margin) * stats['hold_cost']:
-                        blocks, plan_cost, stats['held'] = hold, float(costs[1]), True
-                        rolled = rolled[1:]
-                predicted = rolled[0]
+                    if not float(costs[0]) < (1.0 - config.hold_margin) * stats['hold_cost']:
+                        chosen = 1
+                        stats['held'] = True
+                blocks = candidates[chosen]
+                plan_cost = float(costs[chosen])
                 if not math.isfinite(plan_cost):
                     return self._failure(start, stats, counters,
                                          'the rollout of the returned plan is not finite')
                 stats['plan_cost'] = plan_cost
-                stats['final_distance'] = float(torch.linalg.vector_norm(predicted[-1] - goal))
-                if not config.evaluate_plan:
-                    predicted = None
+                stats['final_distance'] = float(
+                    torch.linalg.vector_norm(rolled[chosen, -1] - goal))
+                if config.evaluate_plan:
+                    predicted = rolled[chosen]
             actions = self.scaler.clamp_actions(self.scaler.blocks_to_actions(blocks),
                                                 self.bounds)  # (H*F, A)
             if stats['held']:

@@ -625,8 +625,8 @@ class Trainer:
 
         if self.distributed and dist.is_initialized():
             if finished:
-                # Rank 0 is still writing checkpoints when the others finish. A rank that tore
-                # down its gloo group before its peers aborted now and then at exit (SIGABRT).
+                # Rank 0 is still writing checkpoints when the others finish. Without this
+                # barrier, a rank that left its gloo group early was sometimes aborted at exit.
                 dist.barrier()
             dist.destroy_process_group()
 
