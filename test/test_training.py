@@ -3,6 +3,7 @@
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -123,8 +124,6 @@ def test_resume_rejects_shipped_style_directory(full_run, tiny_data, tmp_path):
 
 
 def test_two_files_share_action_stats(tiny_data, tmp_path):
-    import h5py
-
     from lewm_ros.data.clips import compute_action_stats, data_fingerprint
 
     second = tmp_path / 'random.h5'
@@ -161,10 +160,104 @@ def test_freeze_encoder_keeps_initial_weights(tiny_data, tmp_path):
     initial = LeWM(trained.config)
     for name, tensor in initial.encoder.state_dict().items():
         assert torch.equal(tensor, trained.encoder.state_dict()[name]), name
+    for name, tensor in initial.projector.named_parameters():
+        assert torch.equal(tensor, dict(trained.projector.named_parameters())[name]), name
     predictor = initial.predictor.state_dict()
     changed = [name for name, tensor in trained.predictor.state_dict().items()
                if not torch.equal(tensor, predictor[name])]
     assert changed
+
+
+def test_init_with_frozen_encoder_trains_only_the_predictor(full_run, tiny_data, tmp_path):
+    from lewm_ros.data.clips import data_fingerprint
+
+    output = tmp_path / 'stage2'
+    argv = ['train', str(tiny_data), '-o', str(output), '--init', str(full_run / 'last'),
+            '--freeze-encoder', '--steps', '4', '--batch-size', '8', '--lr', '1e-2',
+            '--val-every', '2', '--threads', '1', '--no-progress', '--seed', '6']
+    assert cli.main(argv) == 0
+    initial = load_checkpoint(full_run / 'last')
+    trained = load_checkpoint(output / 'last')
+    # The encoder side, BatchNorm statistics included, is the initial checkpoint's.
+    for part in ('encoder', 'projector'):
+        for name, tensor in getattr(initial, part).state_dict().items():
+            assert torch.equal(tensor, getattr(trained, part).state_dict()[name]), name
+    predictor = trained.predictor.state_dict()
+    assert any(not torch.equal(tensor, predictor[name])
+               for name, tensor in initial.predictor.state_dict().items())
+    assert trained.config.action_mean == initial.config.action_mean
+    assert trained.config.action_std == initial.config.action_std
+    assert trained.config.data_fingerprint == data_fingerprint(tiny_data)
+    training = trained.checkpoint_info['metadata']['training']
+    assert training['init'] == str(full_run / 'last')
+    assert training['frozen_encoder'] is True
+    records = read_metrics(output / 'metrics.jsonl')
+    val = [r for r in records if r['split'] == 'val']
+    assert [r['step'] for r in val] == [2, 4]
+    assert all(math.isfinite(r['pred_loss']) and r['pred_loss'] > 0 for r in val)
+    # Resuming re-encodes the frames with the same frozen encoder and ends where the run did.
+    resumed = tmp_path / 'stage2_resumed'
+    assert cli.main(['train', str(tiny_data), '-o', str(resumed), '--resume',
+                     str(output / 'step_000002'), '--threads', '1', '--no-progress']) == 0
+    again = load_checkpoint(resumed / 'last').state_dict()
+    for name, tensor in trained.state_dict().items():
+        assert torch.allclose(tensor, again[name], atol=1e-6), name
+
+
+def test_init_without_freezing_fine_tunes_everything(full_run, tiny_data, tmp_path):
+    output = tmp_path / 'tuned'
+    assert cli.main(['train', str(tiny_data), '-o', str(output), '--init',
+                     str(full_run / 'last'), '--steps', '2', '--batch-size', '8', '--lr', '1e-2',
+                     '--threads', '1', '--no-progress']) == 0
+    initial = load_checkpoint(full_run / 'last')
+    tuned = load_checkpoint(output / 'last')
+    encoder = tuned.encoder.state_dict()
+    assert any(not torch.equal(tensor, encoder[name])
+               for name, tensor in initial.encoder.state_dict().items())
+    assert tuned.config.action_mean == initial.config.action_mean
+    assert tuned.config.latent_dim == initial.config.latent_dim == 16
+
+
+def test_latent_clips_equal_encoded_pixel_clips(full_run, tiny_data):
+    from lewm_ros.training.data import encode_episode_files, EpisodeFiles, LatentClipSet
+
+    model = load_checkpoint(full_run / 'last')
+    files = EpisodeFiles([tiny_data])
+    # Statistics other than the file's, as with --init: blocks are rescaled to them.
+    files.action_mean = np.asarray(files.action_mean) + 0.01
+    files.action_std = np.asarray(files.action_std) * 2.0
+    pixel_clips = files.clips([1, 3, 4], history=2, frameskip=2)
+    assert pixel_clips.rescale[0] is not None
+    latents = encode_episode_files([tiny_data], model.encode_frames, chunk=7)
+    with h5py.File(tiny_data, 'r') as file:
+        assert latents[str(tiny_data)].shape == (len(file['pixels']), model.config.latent_dim)
+    latent_clips = LatentClipSet(pixel_clips, latents)
+    assert len(latent_clips) == len(pixel_clips)
+    indices = [0, 5, len(pixel_clips) - 1]
+    pixels, blocks = pixel_clips.batch(indices)
+    encoded, latent_blocks = latent_clips.batch(indices)
+    with torch.no_grad():
+        expected = model.encode_frames(pixels.reshape(-1, *pixels.shape[2:]))
+    assert encoded.shape == (3, 3, model.config.latent_dim)
+    assert torch.allclose(encoded, expected.reshape(encoded.shape), atol=1e-5)
+    assert torch.equal(latent_blocks, blocks)
+
+
+def test_init_rejects_model_settings_and_other_joints(full_run, tiny_data, tmp_path, caplog):
+    base = ['train', str(tiny_data), '-o', str(tmp_path / 'out'), '--steps', '1',
+            '--no-progress']
+    assert cli.main([*base, '--init', str(full_run / 'last'), '--set', 'latent_dim=8']) == 2
+    assert 'drop --set' in caplog.text and 'latent_dim' in caplog.text
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'model.safetensors').write_bytes((full_run / 'last' / 'model.safetensors')
+                                              .read_bytes())
+    document = json.loads((full_run / 'last' / 'config.json').read_text())
+    document['model']['joint_names'] = ['a', 'b', 'c']
+    (other / 'config.json').write_text(json.dumps(document))
+    caplog.clear()
+    assert cli.main([*base, '--init', str(other)]) == 2
+    assert "['a', 'b', 'c']" in caplog.text and 'record the same joints' in caplog.text
 
 
 def test_lr_schedule_values():

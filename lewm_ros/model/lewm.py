@@ -206,12 +206,23 @@ class LeWM(nn.Module):
             pixels = self.preprocess(pixels.reshape(batch * length, *pixels.shape[2:]))
             pixels = pixels.reshape(batch, length, *pixels.shape[1:])
         batch, length = pixels.shape[:2]
+        embeddings = self.encode(pixels.reshape(batch * length, *pixels.shape[2:]))
+        return self.latent_loss(embeddings.reshape(batch, length, -1), action_blocks,
+                                sigreg_weight=sigreg_weight, generator=generator, seed=seed)
+
+    def latent_loss(self, embeddings: torch.Tensor, action_blocks: torch.Tensor, *,
+                    sigreg_weight: float | None = None, generator: torch.Generator | None = None,
+                    seed: int | None = None) -> dict:
+        """Compute the loss of :meth:`loss` from already encoded frames ``(B, L, D)``.
+
+        Training with a frozen encoder calls this with latents encoded once; the SIGReg term
+        then carries no gradient but is still reported.
+        """
+        length = embeddings.shape[1]
         if length < 2:
             raise ValueError('a training clip needs at least 2 frames')
         if action_blocks.shape[1] not in (length - 1, length):
             raise ValueError(f'{action_blocks.shape[1]} action blocks for {length} frames')
-        embeddings = self.encode(pixels.reshape(batch * length, *pixels.shape[2:]))
-        embeddings = embeddings.reshape(batch, length, -1)
         actions = torch.nan_to_num(action_blocks[:, :length - 1], nan=0.0).to(embeddings.dtype)
         predictions = self.predict(embeddings[:, :-1], actions)
         pred_loss = F.mse_loss(predictions, embeddings[:, 1:])

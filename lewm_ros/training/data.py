@@ -127,20 +127,94 @@ class ClipSet:
     def __len__(self) -> int:
         return int(self.sizes[-1])
 
+    def locate(self, index) -> tuple[int, int]:
+        """Return (dataset number, clip index inside that dataset) of clip ``index``."""
+        which = int(np.searchsorted(self.sizes, index, side='right'))
+        return which, int(index) - (int(self.sizes[which - 1]) if which else 0)
+
+    def blocks(self, which: int, action):
+        """Map a dataset's normalised blocks ``(T, F*A)`` to the shared statistics."""
+        import torch
+
+        if self.rescale[which] is None:
+            return action
+        scale, shift = self.rescale[which]
+        return action * torch.from_numpy(scale).float() + torch.from_numpy(shift).float()
+
     def batch(self, indices):
         """Stack clips into uint8 pixels ``(B, T, H, W, 3)`` and blocks ``(B, T, F*A)``."""
         import torch
 
         pixels, blocks = [], []
         for index in indices:
-            which = int(np.searchsorted(self.sizes, index, side='right'))
-            local = int(index) - (int(self.sizes[which - 1]) if which else 0)
+            which, local = self.locate(index)
             item = self.datasets[which][local]
-            action = item['action']
-            if self.rescale[which] is not None:
-                scale, shift = self.rescale[which]
-                action = action * torch.from_numpy(scale).float() + \
-                    torch.from_numpy(shift).float()
             pixels.append(item['pixels'])
-            blocks.append(action)
+            blocks.append(self.blocks(which, item['action']))
         return torch.stack(pixels), torch.stack(blocks)
+
+
+class LatentClipSet:
+    """The clips of a :class:`ClipSet` with every frame replaced by its latent.
+
+    Rows and action blocks of all clips are gathered once, so a batch is two index lookups.
+
+    Args:
+        clips: the ClipSet.
+        latents: per episode file path, the latents ``(rows, D)`` of all its frames (from
+            :func:`encode_episode_files`).
+    """
+
+    def __init__(self, clips: ClipSet, latents: dict) -> None:
+        import torch
+
+        tables, rows, blocks = [], [], []
+        offset = 0
+        for which, dataset in enumerate(clips.datasets):
+            table = latents[dataset.path]
+            starts = dataset.starts[:, None]
+            rows.append(offset + starts + dataset.frameskip * np.arange(dataset.num_frames))
+            steps = dataset.action_normalised[starts + np.arange(dataset.span)]
+            blocks.append(clips.blocks(which, torch.from_numpy(
+                steps.reshape(len(starts), dataset.num_frames, -1))))
+            tables.append(table)
+            offset += len(table)
+        self.latents = torch.cat(tables)
+        self.rows = torch.from_numpy(np.concatenate(rows))
+        self.action_blocks = torch.cat(blocks)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, indices):
+        """Stack clips into latents ``(B, T, D)`` and blocks ``(B, T, F*A)``."""
+        import torch
+
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return self.latents[self.rows[index]], self.action_blocks[index]
+
+
+def encode_episode_files(paths, encode, chunk: int = 1024) -> dict:
+    """Encode every frame of each episode file once.
+
+    Args:
+        paths: HDF5 episode files.
+        encode: callable from uint8 frames ``(B, H, W, 3)`` to latents ``(B, D)``; it is
+            called without gradients.
+        chunk: frames per call.
+
+    Returns:
+        ``{path: latents (rows, D)}`` on the CPU, row ``r`` being frame ``r`` of the file.
+    """
+    import h5py
+    import torch
+
+    tables = {}
+    with torch.no_grad():
+        for path in dict.fromkeys(str(p) for p in paths):
+            with h5py.File(path, 'r') as file:
+                pixels = file['pixels']
+                parts = [encode(pixels[start:start + chunk]).float().cpu()
+                         for start in range(0, len(pixels), chunk)]
+            tables[path] = torch.cat(parts)
+    return tables

@@ -56,6 +56,7 @@ class TrainSettings:
     seed: int = 0
     bf16: str = 'auto'
     freeze_encoder: bool = False
+    init: str = None
 
     def __post_init__(self) -> None:
         self.model_overrides = dict(self.model_overrides or {})
@@ -109,10 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seed of the split, the initialisation and the sampling')
     parser.add_argument('--bf16', choices=('auto', 'on', 'off'), default='auto',
                         help='bf16 autocast: auto uses it on CUDA devices with bf16 support')
+    parser.add_argument('--init', metavar='CHECKPOINT',
+                        help='start from the weights, model settings and action statistics of '
+                             'this checkpoint (--preset, --set, --history, --frameskip and '
+                             '--lambda do not apply)')
     parser.add_argument('--freeze-encoder', action='store_true',
                         help='train only the action encoder and predictor; the image encoder '
-                             'and its projector keep their initial weights (a diagnostic, not '
-                             'the LeWM recipe)')
+                             'and its projector keep their initial weights, and every frame is '
+                             'encoded once before the first step. With --init this trains a '
+                             'new predictor for a trained encoder; without it, it is a '
+                             'diagnostic on an untrained encoder')
     parser.add_argument('--resume', metavar='CHECKPOINT',
                         help='continue a run from one of its checkpoints (e.g. RUN/last); the '
                              'settings stored there replace the ones given here')
@@ -158,7 +165,7 @@ def settings_from_args(args) -> TrainSettings:
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         grad_clip=args.grad_clip, val_fraction=args.val_fraction,
         val_batches=args.val_batches, seed=args.seed, bf16=args.bf16,
-        freeze_encoder=args.freeze_encoder)
+        freeze_encoder=args.freeze_encoder, init=args.init)
 
 
 def check_settings(settings: TrainSettings) -> None:
@@ -178,6 +185,10 @@ def check_settings(settings: TrainSettings) -> None:
         problems.append(f'--grad-clip must be >= 0, got {settings.grad_clip}')
     if not 0 <= settings.val_fraction < 1:
         problems.append(f'--val-fraction must be in [0, 1), got {settings.val_fraction}')
+    if settings.init and settings.model_overrides:
+        problems.append(f'--init {settings.init} takes the model settings from the checkpoint; '
+                        f'drop --set, --history, --frameskip and --lambda '
+                        f'(given: {", ".join(sorted(settings.model_overrides))})')
     if problems:
         raise ValueError('; '.join(problems))
 
@@ -248,12 +259,19 @@ class Trainer:
             settings = TrainSettings(**resume_document['settings'])
         check_settings(settings)
         self.settings = settings
+        self.init_config = None
+        if settings.init:
+            from lewm_ros.model import read_checkpoint_config
+
+            self.init_config = read_checkpoint_config(settings.init)['model']
 
         self._load_data()
         self.total_steps = self._total_steps()
         self.val_every = int(val_every) or max(1, self.total_steps // 20)
         self.save_every = int(save_every) or self.val_every
         self._build_model()
+        if settings.freeze_encoder:
+            self._encode_once()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=settings.lr,
                                            weight_decay=settings.weight_decay)
@@ -309,6 +327,8 @@ class Trainer:
             dist.barrier()
         try:
             self.files = EpisodeFiles(settings.data)
+            if self.init_config is not None:
+                self._adopt_init_statistics()
             self.train_episodes, self.val_episodes = split_episodes(
                 self.files.num_episodes, settings.val_fraction, settings.seed)
             history, frameskip = self._clip_shape()
@@ -329,9 +349,25 @@ class Trainer:
                     len(self.train_episodes), len(self.val_episodes), len(self.train_set),
                     history + 1)
 
+    def _adopt_init_statistics(self) -> None:
+        """Normalise actions as the --init checkpoint does; its joints must be the data's."""
+        config, data = self.init_config, self.files
+        if list(config['joint_names']) != data.joint_names:
+            raise ValueError(f'--init {self.settings.init} controls joints '
+                             f'{config["joint_names"]}, the data has {data.joint_names}; '
+                             'train from scratch or record the same joints')
+        if abs(float(config['control_period']) - data.control_period) > 1e-9:
+            raise ValueError(f'--init {self.settings.init} has control period '
+                             f'{config["control_period"]} s, the data '
+                             f'{data.control_period} s; record at the checkpoint\'s rate')
+        data.action_mean = [float(v) for v in config['action_mean']]
+        data.action_std = [float(v) for v in config['action_std']]
+
     def _clip_shape(self) -> tuple[int, int]:
         from lewm_ros.model import PRESETS
 
+        if self.init_config is not None:
+            return int(self.init_config['history']), int(self.init_config['frameskip'])
         overrides = self.settings.model_overrides
         preset = PRESETS[self.settings.preset]
         return (int(overrides.get('history', preset['history'])),
@@ -359,6 +395,9 @@ class Trainer:
                     f'{self.resume} was trained on data with fingerprint '
                     f'{self.model.config.data_fingerprint[:12]}, but {self.settings.data} has '
                     f'{data.fingerprint[:12]}; resume with the same episode files')
+        elif self.settings.init:
+            self.model = load_checkpoint(self.settings.init, device=self.device)
+            self.model.config = self.model.config.replace(data_fingerprint=data.fingerprint)
         else:
             overrides = dict(self.settings.model_overrides)
             config = ModelConfig.preset(
@@ -384,6 +423,29 @@ class Trainer:
         logger.info('model: preset %s, %.3f M parameters', self.model.config.preset,
                     counts['total'] / 1e6)
         self.use_bf16 = self._bf16_enabled()
+
+    def _encode_once(self) -> None:
+        """With a frozen encoder, train on latents encoded once instead of on pixels."""
+        from lewm_ros.model import recalibrate_batchnorm
+        from lewm_ros.training.data import encode_episode_files, LatentClipSet
+
+        model = self.model
+        if not (self.settings.init or self.resume):
+            # An untrained projector has no running statistics yet: measure them exactly over
+            # the first training batches, so that the frozen latents have their data scale.
+            batches = ClipBatches(len(self.train_set), self.settings.batch_size,
+                                  self.settings.seed)
+            recalibrate_batchnorm(model, (self.train_set.batch(batches.indices(step))
+                                          for step in range(8)))
+        start = time.perf_counter()
+        model.eval()
+        latents = encode_episode_files(self.settings.data, model.encode_frames)
+        model.train()
+        self.train_set = LatentClipSet(self.train_set, latents)
+        if self.val_set is not None:
+            self.val_set = LatentClipSet(self.val_set, latents)
+        logger.info('frozen encoder: encoded %d frames in %.0f s', sum(map(len, latents.values())),
+                    time.perf_counter() - start)
 
     def _bf16_enabled(self) -> bool:
         import torch
@@ -437,9 +499,9 @@ class Trainer:
         window_start, window_clips = time.perf_counter(), 0
         last = {}
         for step in range(self.start_step, self.total_steps):
-            pixels, actions = self.train_set.batch(batches.indices(step))
+            frames, actions = self.train_set.batch(batches.indices(step))
             lr = self.scheduler.get_last_lr()[0]
-            out, grad_norm = self._train_step(pixels, actions, step)
+            out, grad_norm = self._train_step(frames, actions, step)
             window_clips += settings.batch_size
             bar.update(1)
             done = step + 1
@@ -480,18 +542,16 @@ class Trainer:
         return last
 
     def _set_train_mode(self) -> None:
-        # With --freeze-encoder the projector's BatchNorm still tracks the data statistics, so
-        # the frozen latents get their data scale in eval mode.
         self.loss_module.train()
 
-    def _train_step(self, pixels, actions, step: int):
+    def _train_step(self, frames, actions, step: int):
         import torch
 
         self._set_train_mode()
-        pixels = pixels.to(self.device, non_blocking=True)
+        frames = frames.to(self.device, non_blocking=True)
         actions = actions.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            out = self.loss_module(pixels, actions, self._sigreg_seed(step))
+            out = self.loss_module(frames, actions, self._sigreg_seed(step))
         out['loss'].backward()
         clip = self.settings.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -576,8 +636,8 @@ class Trainer:
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                              enabled=self.use_bf16):
             for chunk in chunks:
-                pixels, actions = self.val_set.batch(chunk)
-                out = self.loss_module(pixels.to(self.device), actions.to(self.device),
+                frames, actions = self.val_set.batch(chunk)
+                out = self.loss_module(frames.to(self.device), actions.to(self.device),
                                        self._sigreg_seed(step, validation=True))
                 for key in totals:
                     totals[key] += float(out[key]) / len(chunks)
@@ -607,6 +667,7 @@ class Trainer:
             'train_episodes': len(self.train_episodes),
             'val_episodes': self.val_episodes,
             'world_size': self.world_size,
+            'init': self.settings.init, 'frozen_encoder': self.settings.freeze_encoder,
         }
         save_checkpoint(self.model, directory, training=training)
         save_training_state(directory, self.optimizer, self.scheduler, step,
@@ -641,8 +702,12 @@ def _make_loss_module(model):
             super().__init__()
             self.model = model
 
-        def forward(self, pixels, actions, seed: int) -> dict:
-            out = self.model.loss(pixels, actions, seed=seed)
+        def forward(self, frames, actions, seed: int) -> dict:
+            # Frames are pixels (B, L, ...) or, with a frozen encoder, latents (B, L, D).
+            if frames.dim() == 3:
+                out = self.model.latent_loss(frames, actions, seed=seed)
+            else:
+                out = self.model.loss(frames, actions, seed=seed)
             keys = ('loss', 'pred_loss', 'sigreg_loss', 'embeddings')
             return {key: out[key] for key in keys}
 
