@@ -1,8 +1,7 @@
 """End to end: the whole stack in separate processes reaches goals in simulation.
 
 Runs the four nodes with config/sim.yaml and the shipped model, as ``lewm demo`` does, and
-sends the first five goals of ``lewm_ros.demo.GOALS``. The target is four or more. Fewer than
-two fails the test, and two or three is an expected failure for now.
+sends the first five goals of ``lewm_ros.demo.GOALS``; it must reach four or more.
 """
 
 from helpers import nodes
@@ -47,15 +46,10 @@ def test_stack_reaches_four_of_five_goals(tmp_path):
             assert result.time_to_reach_s <= TIMEOUT
     summary = [(r.index, r.reached, r.final_error_m, r.time_to_reach_s) for r in results]
     reached = sum(r.reached for r in results)
-    # A stack that runs but does not plan reaches none or one: random actions reach 2 of 50
-    # goals in `lewm eval`.
-    assert reached >= 2, f'only {reached} of 5 goals reached: {summary}'
-    if reached < 4:
-        # NOTE: 16 of 20 runs with the shipped model reached at least 4 goals and the others
-        # reached 3 (docs/benchmarks.md, "Holding still"). Until a more precise model ships,
-        # 3 of 5 is a known gap and not a failure.
-        pytest.xfail(f'fewer than 4 of 5 goals reached: (goal, reached, error m, time s) '
-                     f'{summary}')
+    # The shipped model reached all 5 in 10 of 10 demo runs (docs/benchmarks.md, "A second
+    # predictor stage").
+    assert reached >= 4, f'only {reached} of 5 goals reached: (goal, reached, error m, time s) ' \
+                         f'{summary}'
 
 
 def test_demo_missing_model_fails_clearly(tmp_path, caplog):
