@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import h5py
 import numpy as np
@@ -171,12 +172,13 @@ def test_freeze_encoder_keeps_initial_weights(tiny_data, tmp_path):
 def test_init_with_frozen_encoder_trains_only_the_predictor(full_run, tiny_data, tmp_path):
     from lewm_ros.data.clips import data_fingerprint
 
+    init = tmp_path / 'init'
+    shutil.copytree(full_run / 'last', init)
     output = tmp_path / 'stage2'
-    argv = ['train', str(tiny_data), '-o', str(output), '--init', str(full_run / 'last'),
-            '--freeze-encoder', '--steps', '4', '--batch-size', '8', '--lr', '1e-2',
-            '--val-every', '2', '--threads', '1', '--no-progress', '--seed', '6']
-    assert cli.main(argv) == 0
-    initial = load_checkpoint(full_run / 'last')
+    assert cli.main(['train', str(tiny_data), '-o', str(output), '--init', str(init),
+                     '--freeze-encoder', '--steps', '4', '--batch-size', '8', '--lr', '1e-2',
+                     '--val-every', '2', '--threads', '1', '--no-progress', '--seed', '6']) == 0
+    initial = load_checkpoint(init)
     trained = load_checkpoint(output / 'last')
     # The encoder side, BatchNorm statistics included, is the initial checkpoint's.
     for part in ('encoder', 'projector'):
@@ -189,13 +191,15 @@ def test_init_with_frozen_encoder_trains_only_the_predictor(full_run, tiny_data,
     assert trained.config.action_std == initial.config.action_std
     assert trained.config.data_fingerprint == data_fingerprint(tiny_data)
     training = trained.checkpoint_info['metadata']['training']
-    assert training['init'] == str(full_run / 'last')
+    assert training['init'] == str(init)
     assert training['frozen_encoder'] is True
     records = read_metrics(output / 'metrics.jsonl')
     val = [r for r in records if r['split'] == 'val']
     assert [r['step'] for r in val] == [2, 4]
     assert all(math.isfinite(r['pred_loss']) and r['pred_loss'] > 0 for r in val)
-    # Resuming re-encodes the frames with the same frozen encoder and ends where the run did.
+    # Resuming needs no --init checkpoint: it re-encodes the frames with the run's own frozen
+    # encoder and ends where the uninterrupted run did.
+    shutil.rmtree(init)
     resumed = tmp_path / 'stage2_resumed'
     assert cli.main(['train', str(tiny_data), '-o', str(resumed), '--resume',
                      str(output / 'step_000002'), '--threads', '1', '--no-progress']) == 0

@@ -263,7 +263,9 @@ class Trainer:
         if settings.init:
             from lewm_ros.model import read_checkpoint_config
 
-            self.init_config = read_checkpoint_config(settings.init)['model']
+            # A resumed run holds the same statistics and clip shape, and the --init
+            # checkpoint need not exist any more.
+            self.init_config = read_checkpoint_config(self.resume or settings.init)['model']
 
         self._load_data()
         self.total_steps = self._total_steps()
