@@ -251,7 +251,8 @@ def test_init_rejects_model_settings_and_other_joints(full_run, tiny_data, tmp_p
     base = ['train', str(tiny_data), '-o', str(tmp_path / 'out'), '--steps', '1',
             '--no-progress']
     assert cli.main([*base, '--init', str(full_run / 'last'), '--set', 'latent_dim=8']) == 2
-    assert 'drop --set' in caplog.text and 'latent_dim' in caplog.text
+    assert 'drop --set' in caplog.text
+    assert 'latent_dim' in caplog.text
     other = tmp_path / 'other'
     other.mkdir()
     (other / 'model.safetensors').write_bytes((full_run / 'last' / 'model.safetensors')
@@ -261,7 +262,8 @@ def test_init_rejects_model_settings_and_other_joints(full_run, tiny_data, tmp_p
     (other / 'config.json').write_text(json.dumps(document))
     caplog.clear()
     assert cli.main([*base, '--init', str(other)]) == 2
-    assert "['a', 'b', 'c']" in caplog.text and 'record the same joints' in caplog.text
+    assert "['a', 'b', 'c']" in caplog.text
+    assert 'record the same joints' in caplog.text
 
 
 def test_lr_schedule_values():
