@@ -1,6 +1,7 @@
 """Checkpoint I/O: bit-exact round trip, complete config.json, clear errors for bad files."""
 
 import json
+import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -114,6 +115,13 @@ def test_missing_files(trained, tmp_path):
     _, directory = trained
     with pytest.raises(CheckpointError, match='does not exist'):
         load_checkpoint(tmp_path / 'nowhere')
+    with pytest.raises(CheckpointError, match='is a file; give the directory'):
+        load_checkpoint(directory / 'config.json')
+    # A training run directory: the checkpoints are its last/ and best/.
+    run = tmp_path / 'run'
+    shutil.copytree(directory, run / 'last')
+    with pytest.raises(CheckpointError, match=f'training run, not a checkpoint; give {run}/last'):
+        load_checkpoint(run)
     (directory / 'model.safetensors').unlink()
     with pytest.raises(CheckpointError, match='missing weights file model.safetensors'):
         load_checkpoint(directory)

@@ -124,6 +124,17 @@ def test_resume_rejects_shipped_style_directory(full_run, tiny_data, tmp_path):
     assert status == 2
 
 
+def test_resume_of_a_finished_run_trains_nothing(full_run, tiny_data, tmp_path, caplog):
+    output = tmp_path / 'again'
+    with caplog.at_level('INFO'):
+        status = cli.main(['train', str(tiny_data), '-o', str(output), '--resume',
+                           str(full_run / 'last'), '--threads', '1', '--no-progress'])
+    assert status == 0
+    assert 'is at step 6 of 6: nothing to train' in caplog.text
+    assert f'--init {full_run / "last"}' in caplog.text
+    assert not output.exists()
+
+
 def test_two_files_share_action_stats(tiny_data, tmp_path):
     from lewm_ros.data.clips import compute_action_stats, data_fingerprint
 
@@ -250,9 +261,15 @@ def test_latent_clips_equal_encoded_pixel_clips(full_run, tiny_data):
 def test_init_rejects_model_settings_and_other_joints(full_run, tiny_data, tmp_path, caplog):
     base = ['train', str(tiny_data), '-o', str(tmp_path / 'out'), '--steps', '1',
             '--no-progress']
-    assert cli.main([*base, '--init', str(full_run / 'last'), '--set', 'latent_dim=8']) == 2
-    assert 'drop --set' in caplog.text
-    assert 'latent_dim' in caplog.text
+    init = str(full_run / 'last')
+    assert cli.main([*base, '--init', init, '--set', 'latent_dim=8', '--lambda', '0.5']) == 2
+    assert 'drop --set latent_dim, --lambda' in caplog.text
+    caplog.clear()
+    assert cli.main([*base, '--init', init, '--preset', 'paper']) == 2
+    assert 'drop --preset' in caplog.text
+    caplog.clear()
+    assert cli.main([*base, '--init', init, '--resume', init]) == 2
+    assert '--init and --resume exclude each other' in caplog.text
     other = tmp_path / 'other'
     other.mkdir()
     (other / 'model.safetensors').write_bytes((full_run / 'last' / 'model.safetensors')

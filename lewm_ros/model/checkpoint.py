@@ -97,10 +97,16 @@ def save_checkpoint(model: LeWM, directory: str | os.PathLike, **metadata) -> Pa
 def read_checkpoint_config(directory: str | os.PathLike) -> dict:
     """Read and check ``config.json`` of a checkpoint directory (no weights are read)."""
     directory = Path(directory)
+    if directory.is_file():
+        raise CheckpointError(f'checkpoint {directory} is a file; give the directory that holds '
+                              f'{CONFIG_FILE} and {WEIGHTS_FILE}')
     if not directory.is_dir():
         raise CheckpointError(f'checkpoint directory {directory} does not exist')
     path = directory / CONFIG_FILE
     if not path.is_file():
+        if (directory / 'last' / CONFIG_FILE).is_file():
+            raise CheckpointError(f'{directory} is a training run, not a checkpoint; give '
+                                  f'{directory / "last"} or {directory / "best"}')
         raise CheckpointError(f'checkpoint {directory}: missing {CONFIG_FILE}')
     try:
         document = json.loads(path.read_text())

@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='HDF5 episode files (from lewm collect or lewm import-bag); '
                              'several files are trained on as one dataset')
     parser.add_argument('-o', '--output', required=True, help='run directory to write')
-    parser.add_argument('--preset', default='small', choices=('small', 'paper'),
+    parser.add_argument('--preset', choices=('small', 'paper'),
                         help='model preset (default small)')
     parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                         help='override a ModelConfig field, e.g. --set latent_dim=64 '
@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--init', metavar='CHECKPOINT',
                         help='start from the weights, model settings and action statistics of '
                              'this checkpoint (--preset, --set, --history, --frameskip and '
-                             '--lambda do not apply)')
+                             '--lambda are rejected with it)')
     parser.add_argument('--freeze-encoder', action='store_true',
                         help='train only the action encoder and predictor; the image encoder '
                              'and its projector keep their initial weights, and every frame is '
@@ -152,15 +152,29 @@ def parse_overrides(items) -> dict:
     return overrides
 
 
+# Model settings that have an option of their own, named in error messages.
+MODEL_OPTIONS = {'history': '--history', 'frameskip': '--frameskip', 'sigreg_weight': '--lambda'}
+
+
 def settings_from_args(args) -> TrainSettings:
+    """Build the run settings; raise ValueError for options that exclude each other."""
     overrides = parse_overrides(args.set)
-    for name, key in (('history', 'history'), ('frameskip', 'frameskip'),
-                      ('sigreg_weight', 'sigreg_weight')):
-        value = getattr(args, name)
+    given = [f'--set {name}' for name in overrides]
+    for key, option in MODEL_OPTIONS.items():
+        value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+            given.append(option)
+    if args.init and args.resume:
+        raise ValueError('--init and --resume exclude each other: a resumed run continues '
+                         'from its own checkpoint')
+    if args.init and (given or args.preset):
+        given += ['--preset'] if args.preset else []
+        raise ValueError(f'--init {args.init} takes the model settings from the checkpoint; '
+                         f'drop {", ".join(given)}')
     return TrainSettings(
-        data=list(args.data), preset=args.preset, model_overrides=overrides, steps=args.steps,
+        data=list(args.data), preset=args.preset or 'small', model_overrides=overrides,
+        steps=args.steps,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         grad_clip=args.grad_clip, val_fraction=args.val_fraction,
@@ -185,10 +199,6 @@ def check_settings(settings: TrainSettings) -> None:
         problems.append(f'--grad-clip must be >= 0, got {settings.grad_clip}')
     if not 0 <= settings.val_fraction < 1:
         problems.append(f'--val-fraction must be in [0, 1), got {settings.val_fraction}')
-    if settings.init and settings.model_overrides:
-        problems.append(f'--init {settings.init} takes the model settings from the checkpoint; '
-                        f'drop --set, --history, --frameskip and --lambda '
-                        f'(given: {", ".join(sorted(settings.model_overrides))})')
     if problems:
         raise ValueError('; '.join(problems))
 
@@ -730,6 +740,12 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as error:
         logger.error('%s', error)
         return 2
+    if trainer.start_step >= trainer.total_steps:
+        logger.info('%s is at step %d of %d: nothing to train. To train further, start a new '
+                    'run with --init %s', args.resume, trainer.start_step, trainer.total_steps,
+                    args.resume)
+        trainer.close(finished=True)
+        return 0
     start = time.perf_counter()
     finished = False
     try:
