@@ -174,8 +174,7 @@ def settings_from_args(args) -> TrainSettings:
                          f'drop {", ".join(given)}')
     return TrainSettings(
         data=list(args.data), preset=args.preset or 'small', model_overrides=overrides,
-        steps=args.steps,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         grad_clip=args.grad_clip, val_fraction=args.val_fraction,
         val_batches=args.val_batches, seed=args.seed, bf16=args.bf16,
