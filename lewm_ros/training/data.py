@@ -90,8 +90,13 @@ class EpisodeFiles:
             per_file[index].append(int(episode - offsets[index]))
         return per_file
 
-    def clips(self, episodes, history: int, frameskip: int) -> 'ClipSet | None':
-        """Return the clips of the given global episodes, or None when they have none."""
+    def clips(self, episodes, history: int, frameskip: int,
+              in_memory: bool | None = None) -> 'ClipSet | None':
+        """Return the clips of the given global episodes, or None when they have none.
+
+        ``in_memory`` is passed to :class:`ClipDataset`: None loads the pixels of small files
+        into RAM, False reads them from the file per clip.
+        """
         from lewm_ros.data.clips import ClipDataset
 
         datasets = []
@@ -100,7 +105,8 @@ class EpisodeFiles:
                 continue
             try:
                 datasets.append(ClipDataset(path, history=history, num_preds=1,
-                                            frameskip=frameskip, episodes=local))
+                                            frameskip=frameskip, in_memory=in_memory,
+                                            episodes=local))
             except ValueError as error:
                 logger.warning('%s: %s', path, error)
         if not datasets:

@@ -159,19 +159,21 @@ MODEL_OPTIONS = {'history': '--history', 'frameskip': '--frameskip', 'sigreg_wei
 def settings_from_args(args) -> TrainSettings:
     """Build the run settings; raise ValueError for options that exclude each other."""
     overrides = parse_overrides(args.set)
-    given = [f'--set {name}' for name in overrides]
+    model_options = [f'--set {name}' for name in overrides]
     for key, option in MODEL_OPTIONS.items():
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
-            given.append(option)
+            model_options.append(option)
+    if args.preset:
+        model_options.append('--preset')
+
     if args.init and args.resume:
-        raise ValueError('--init and --resume exclude each other: a resumed run continues '
-                         'from its own checkpoint')
-    if args.init and (given or args.preset):
-        given += ['--preset'] if args.preset else []
+        raise ValueError('--init and --resume exclude each other, because a resumed run '
+                         'continues from its own checkpoint')
+    if args.init and model_options:
         raise ValueError(f'--init {args.init} takes the model settings from the checkpoint; '
-                         f'drop {", ".join(given)}')
+                         f'drop {", ".join(model_options)}')
     return TrainSettings(
         data=list(args.data), preset=args.preset or 'small', model_overrides=overrides,
         steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -343,10 +345,15 @@ class Trainer:
             self.train_episodes, self.val_episodes = split_episodes(
                 self.files.num_episodes, settings.val_fraction, settings.seed)
             history, frameskip = self._clip_shape()
-            self.train_set = self.files.clips(self.train_episodes, history, frameskip)
+            # A frozen encoder trains on latents encoded once from the files, so the clips
+            # need not hold the pixels in RAM as well.
+            in_memory = False if settings.freeze_encoder else None
+            self.train_set = self.files.clips(self.train_episodes, history, frameskip,
+                                              in_memory)
             self.val_set = None
             if self.val_episodes:
-                self.val_set = self.files.clips(self.val_episodes, history, frameskip)
+                self.val_set = self.files.clips(self.val_episodes, history, frameskip,
+                                                in_memory)
         finally:
             # Also after an error, so that the other ranks load, meet the same error and exit.
             if self.distributed and self.is_main:
