@@ -124,7 +124,7 @@ def test_resume_rejects_shipped_style_directory(full_run, tiny_data, tmp_path):
     assert status == 2
 
 
-def test_resume_of_a_finished_run_trains_nothing(full_run, tiny_data, tmp_path, caplog):
+def test_resume_finished_run_trains_nothing(full_run, tiny_data, tmp_path, caplog):
     output = tmp_path / 'again'
     with caplog.at_level('INFO'):
         status = cli.main(['train', str(tiny_data), '-o', str(output), '--resume',
@@ -180,7 +180,7 @@ def test_freeze_encoder_keeps_initial_weights(tiny_data, tmp_path):
     assert changed
 
 
-def test_init_with_frozen_encoder_trains_only_the_predictor(full_run, tiny_data, tmp_path):
+def test_frozen_init_trains_predictor_only(full_run, tiny_data, tmp_path):
     from lewm_ros.data.clips import data_fingerprint
 
     init = tmp_path / 'init'
@@ -219,7 +219,7 @@ def test_init_with_frozen_encoder_trains_only_the_predictor(full_run, tiny_data,
         assert torch.allclose(tensor, again[name], atol=1e-6), name
 
 
-def test_init_without_freezing_fine_tunes_everything(full_run, tiny_data, tmp_path):
+def test_unfrozen_init_tunes_encoder(full_run, tiny_data, tmp_path):
     output = tmp_path / 'tuned'
     assert cli.main(['train', str(tiny_data), '-o', str(output), '--init',
                      str(full_run / 'last'), '--steps', '2', '--batch-size', '8', '--lr', '1e-2',
@@ -233,7 +233,7 @@ def test_init_without_freezing_fine_tunes_everything(full_run, tiny_data, tmp_pa
     assert tuned.config.latent_dim == initial.config.latent_dim == 16
 
 
-def test_latent_clips_equal_encoded_pixel_clips(full_run, tiny_data):
+def test_latent_clips_match_encoded_pixels(full_run, tiny_data):
     from lewm_ros.training.data import encode_episode_files, EpisodeFiles, LatentClipSet
 
     model = load_checkpoint(full_run / 'last')
@@ -258,7 +258,7 @@ def test_latent_clips_equal_encoded_pixel_clips(full_run, tiny_data):
     assert torch.equal(latent_blocks, blocks)
 
 
-def test_init_rejects_model_settings_and_other_joints(full_run, tiny_data, tmp_path, caplog):
+def test_init_rejects_conflicting_options(full_run, tiny_data, tmp_path, caplog):
     base = ['train', str(tiny_data), '-o', str(tmp_path / 'out'), '--steps', '1',
             '--no-progress']
     init = str(full_run / 'last')

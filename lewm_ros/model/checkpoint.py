@@ -98,8 +98,8 @@ def read_checkpoint_config(directory: str | os.PathLike) -> dict:
     """Read and check ``config.json`` of a checkpoint directory (no weights are read)."""
     directory = Path(directory)
     if directory.is_file():
-        raise CheckpointError(f'checkpoint {directory} is a file; give the directory that holds '
-                              f'{CONFIG_FILE} and {WEIGHTS_FILE}')
+        raise CheckpointError(f'checkpoint {directory} is a file; give the directory that '
+                              f'contains {CONFIG_FILE} and {WEIGHTS_FILE}')
     if not directory.is_dir():
         raise CheckpointError(f'checkpoint directory {directory} does not exist')
     path = directory / CONFIG_FILE

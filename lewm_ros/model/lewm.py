@@ -215,8 +215,8 @@ class LeWM(nn.Module):
                     seed: int | None = None) -> dict:
         """Compute the loss of :meth:`loss` from already encoded frames ``(B, L, D)``.
 
-        Training with a frozen encoder calls this with latents encoded once; the SIGReg term
-        then carries no gradient but is still reported.
+        Training with a frozen encoder calls this with latents encoded once. The SIGReg term
+        then has no gradient, but it is still reported.
         """
         length = embeddings.shape[1]
         if length < 2:

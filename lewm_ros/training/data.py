@@ -135,16 +135,17 @@ class ClipSet:
 
     def locate(self, index) -> tuple[int, int]:
         """Return (dataset number, clip index inside that dataset) of clip ``index``."""
-        which = int(np.searchsorted(self.sizes, index, side='right'))
-        return which, int(index) - (int(self.sizes[which - 1]) if which else 0)
+        dataset_index = int(np.searchsorted(self.sizes, index, side='right'))
+        first = int(self.sizes[dataset_index - 1]) if dataset_index else 0
+        return dataset_index, int(index) - first
 
-    def blocks(self, which: int, action):
+    def blocks(self, dataset_index: int, action):
         """Map a dataset's normalised blocks ``(T, F*A)`` to the shared statistics."""
         import torch
 
-        if self.rescale[which] is None:
+        if self.rescale[dataset_index] is None:
             return action
-        scale, shift = self.rescale[which]
+        scale, shift = self.rescale[dataset_index]
         return action * torch.from_numpy(scale).float() + torch.from_numpy(shift).float()
 
     def batch(self, indices):
@@ -153,10 +154,10 @@ class ClipSet:
 
         pixels, blocks = [], []
         for index in indices:
-            which, local = self.locate(index)
-            item = self.datasets[which][local]
+            dataset_index, local = self.locate(index)
+            item = self.datasets[dataset_index][local]
             pixels.append(item['pixels'])
-            blocks.append(self.blocks(which, item['action']))
+            blocks.append(self.blocks(dataset_index, item['action']))
         return torch.stack(pixels), torch.stack(blocks)
 
 
@@ -176,12 +177,12 @@ class LatentClipSet:
 
         tables, rows, blocks = [], [], []
         offset = 0
-        for which, dataset in enumerate(clips.datasets):
+        for dataset_index, dataset in enumerate(clips.datasets):
             table = latents[dataset.path]
             starts = dataset.starts[:, None]
             rows.append(offset + starts + dataset.frameskip * np.arange(dataset.num_frames))
             steps = dataset.action_normalised[starts + np.arange(dataset.span)]
-            blocks.append(clips.blocks(which, torch.from_numpy(
+            blocks.append(clips.blocks(dataset_index, torch.from_numpy(
                 steps.reshape(len(starts), dataset.num_frames, -1))))
             tables.append(table)
             offset += len(table)
@@ -205,7 +206,7 @@ def encode_episode_files(paths, encode, chunk: int = 1024) -> dict:
 
     Args:
         paths: HDF5 episode files.
-        encode: callable from uint8 frames ``(B, H, W, 3)`` to latents ``(B, D)``; it is
+        encode: callable from uint8 frames ``(B, H, W, 3)`` to latents ``(B, D)``. It is
             called without gradients.
         chunk: frames per call.
 

@@ -274,8 +274,8 @@ class Trainer:
         if settings.init:
             from lewm_ros.model import read_checkpoint_config
 
-            # A resumed run holds the same statistics and clip shape, and the --init
-            # checkpoint need not exist any more.
+            # A resumed run's checkpoint contains the same statistics and clip shape, so the
+            # --init checkpoint need not exist any more.
             self.init_config = read_checkpoint_config(self.resume or settings.init)['model']
 
         self._load_data()
@@ -345,8 +345,8 @@ class Trainer:
             self.train_episodes, self.val_episodes = split_episodes(
                 self.files.num_episodes, settings.val_fraction, settings.seed)
             history, frameskip = self._clip_shape()
-            # A frozen encoder trains on latents encoded once from the files, so the clips
-            # need not hold the pixels in RAM as well.
+            # With a frozen encoder, training reads latents encoded once from the files, so
+            # the clips need not keep the pixels in RAM as well.
             in_memory = False if settings.freeze_encoder else None
             self.train_set = self.files.clips(self.train_episodes, history, frameskip,
                                               in_memory)
@@ -368,7 +368,7 @@ class Trainer:
                     history + 1)
 
     def _adopt_init_statistics(self) -> None:
-        """Normalise actions as the --init checkpoint does; its joints must be the data's."""
+        """Normalise actions as the --init checkpoint does. Its joints must be the data's."""
         config, data = self.init_config, self.files
         if list(config['joint_names']) != data.joint_names:
             raise ValueError(f'--init {self.settings.init} controls joints '
